@@ -1,0 +1,36 @@
+"""M3-LLaVA: LLaVA-1.5 whose projected visual tokens are average-pooled to the requested count."""
+
+import torch
+from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
+
+from .configuration_m3_llava import M3LlavaConfig
+from .modeling_matryoshka_base import MatryoshkaLlavaForConditionalGenerationBase, MatryoshkaLlavaModelBase
+from .token_reducers import reduce_visual_tokens
+
+
+class M3LlavaModel(MatryoshkaLlavaModelBase):
+    config_class = M3LlavaConfig
+    config: M3LlavaConfig
+
+    def build_projector(self, config: M3LlavaConfig) -> LlavaMultiModalProjector:
+        return LlavaMultiModalProjector(config)
+
+    def reduce_image_features(self, vision_features: torch.Tensor, num_visual_tokens: list[int]) -> list[torch.Tensor]:
+        # M3 pools *after* the projector; images sharing a count are pooled together.
+        projected = self.multi_modal_projector(vision_features)
+        reduced: list[torch.Tensor | None] = [None] * len(num_visual_tokens)
+        for count in sorted(set(num_visual_tokens)):
+            indices = [i for i, k in enumerate(num_visual_tokens) if k == count]
+            pooled = reduce_visual_tokens(projected[indices], count, self.config.visual_token_reduction)
+            for i, tokens in zip(indices, pooled):
+                reduced[i] = tokens
+        return reduced
+
+
+class M3LlavaForConditionalGeneration(MatryoshkaLlavaForConditionalGenerationBase):
+    config_class = M3LlavaConfig
+    config: M3LlavaConfig
+    base_model_class = M3LlavaModel
+
+
+__all__ = ["M3LlavaModel", "M3LlavaForConditionalGeneration"]

@@ -1,0 +1,325 @@
+"""What M3-LLaVA and MQT-LLaVA share: LLaVA with one token-reduction step and the `num_visual_tokens` contract.
+
+Subclasses supply the projector and `reduce_image_features`; everything else (vision feature selection, the
+placeholder rule of `image_placeholders`, merging, the language model, loss and generation) lives here once.
+State-dict keys are those of transformers' `LlavaForConditionalGeneration`.
+"""
+
+import torch
+from torch import nn
+from transformers import AutoModel, GenerationMixin
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+from transformers.models.llava.modeling_llava import (
+    LlavaCausalLMOutputWithPast,
+    LlavaModelOutputWithPast,
+    LlavaPreTrainedModel,
+)
+from transformers.utils import ModelOutput
+
+from .image_placeholders import check_runs_match_images, expand_image_placeholders, find_image_runs
+from .visual_token_counts import resolve_num_visual_tokens
+
+
+class MatryoshkaLlavaPreTrainedModel(LlavaPreTrainedModel):
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        # `save_pretrained` records only this class's own Auto entry; a checkpoint of the full model must also be
+        # loadable as `AutoModel`, whose class lives in the same (already copied) modeling file.
+        base_model = getattr(self, "model", self)
+        if self._auto_class is not None and getattr(base_model, "_auto_class", None) == "AutoModel":
+            module = type(base_model).__module__.split(".")[-1]
+            auto_map = getattr(self.config, "auto_map", None) or {}
+            self.config.auto_map = {**auto_map, "AutoModel": f"{module}.{type(base_model).__name__}"}
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+
+class MatryoshkaLlavaModelBase(MatryoshkaLlavaPreTrainedModel):
+    """Vision tower -> projector -> token reduction to k per image -> merged into the language model's input."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.vision_tower = AutoModel.from_config(config.vision_config)
+        self.multi_modal_projector = self.build_projector(config)
+        self.language_model = AutoModel.from_config(config.text_config)
+        self.post_init()
+
+    def build_projector(self, config) -> nn.Module:
+        raise NotImplementedError
+
+    def reduce_image_features(self, vision_features: torch.Tensor, num_visual_tokens: list[int]) -> list[torch.Tensor]:
+        """(N, patches, vision width) features of N images -> one (k_i, text width) tensor per image."""
+        raise NotImplementedError
+
+    def num_image_tokens(self, num_visual_tokens: int, image_index: int) -> int:
+        """How many placeholder positions an image fills at a given `num_visual_tokens`."""
+        return num_visual_tokens
+
+    def get_input_embeddings(self):
+        return self.language_model.get_input_embeddings()
+
+    def set_input_embeddings(self, value):
+        self.language_model.set_input_embeddings(value)
+
+    def resolve_num_visual_tokens(self, num_visual_tokens, num_images: int) -> list[int] | None:
+        """The single check of a requested count against this model's valid values (raises ValueError)."""
+        return resolve_num_visual_tokens(
+            num_visual_tokens, self.config.valid_num_visual_tokens, num_images, self.config.num_visual_tokens
+        )
+
+    def expand_image_placeholders(
+        self,
+        input_ids: torch.Tensor,
+        num_images: int,
+        num_visual_tokens=None,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        padding_side: str = "left",
+    ):
+        """Validate `num_visual_tokens`, then expand compact placeholders (see `image_placeholders`).
+
+        Returns `(input_ids, attention_mask, labels, num_visual_tokens per image)`. Without an explicit count an
+        image keeps the count its run length names, and a compact placeholder gets the config default.
+        """
+        requested = self.resolve_num_visual_tokens(num_visual_tokens, num_images)
+        runs = find_image_runs(input_ids, self.config.image_token_id)
+        check_runs_match_images(runs, num_images)
+        if requested is None:
+            requested = [
+                self.config.num_visual_tokens if run.length == 1 else self._count_for_run_length(run.length, index)
+                for index, run in enumerate(runs)
+            ]
+        tokens_per_image = [self.num_image_tokens(count, index) for index, count in enumerate(requested)]
+        pad_token_id = self.config.text_config.pad_token_id
+        input_ids, attention_mask, labels = expand_image_placeholders(
+            input_ids,
+            runs,
+            tokens_per_image,
+            attention_mask=attention_mask,
+            labels=labels,
+            pad_token_id=pad_token_id if pad_token_id is not None else 0,
+            padding_side=padding_side,
+        )
+        return input_ids, attention_mask, labels, requested
+
+    def _count_for_run_length(self, run_length: int, image_index: int) -> int:
+        for count in self.config.valid_num_visual_tokens:
+            if self.num_image_tokens(count, image_index) == run_length:
+                return count
+        raise ValueError(
+            f"Image {image_index} has a run of {run_length} placeholder tokens, which matches no valid "
+            "num_visual_tokens of this model: use a single placeholder or pass num_visual_tokens."
+        )
+
+    def get_vision_features(
+        self, pixel_values: torch.Tensor, vision_feature_layer=None, vision_feature_select_strategy=None
+    ) -> torch.Tensor:
+        """Patch features of the selected vision layer(s), CLS dropped for the "default" strategy (as LLaVA)."""
+        layer = vision_feature_layer if vision_feature_layer is not None else self.config.vision_feature_layer
+        strategy = vision_feature_select_strategy or self.config.vision_feature_select_strategy
+        outputs = self.vision_tower(pixel_values, output_hidden_states=True, return_dict=True)
+        layers = [layer] if isinstance(layer, int) else layer
+        selected = [outputs.hidden_states[index] for index in layers]
+        if strategy == "default":
+            selected = [hidden[:, 1:] for hidden in selected]
+        return torch.cat(selected, dim=-1)
+
+    def get_image_features(
+        self,
+        pixel_values: torch.Tensor,
+        num_visual_tokens=None,
+        vision_feature_layer=None,
+        vision_feature_select_strategy=None,
+        **kwargs,
+    ) -> BaseModelOutputWithPooling:
+        """Visual tokens per image at the requested count(s): `pooler_output` is a list of (k_i, hidden) tensors.
+
+        The vision tower and projector run once for the whole batch, whatever mix of counts it asks for.
+        """
+        counts = self.resolve_num_visual_tokens(num_visual_tokens, pixel_values.shape[0])
+        counts = counts or [self.config.num_visual_tokens] * pixel_values.shape[0]
+        features = self.get_vision_features(pixel_values, vision_feature_layer, vision_feature_select_strategy)
+        return BaseModelOutputWithPooling(
+            last_hidden_state=features, pooler_output=self.reduce_image_features(features, counts)
+        )
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values=None,
+        inputs_embeds: torch.Tensor | None = None,
+        num_visual_tokens=None,
+        vision_feature_layer=None,
+        vision_feature_select_strategy=None,
+        **kwargs,
+    ) -> LlavaModelOutputWithPast:
+        if (input_ids is None) ^ (inputs_embeds is not None):
+            raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
+        image_features = None
+        if pixel_values is not None:
+            if input_ids is None:
+                raise ValueError("Images need `input_ids` that mark where their visual tokens go.")
+            num_images = pixel_values.shape[0]
+            expanded_ids, attention_mask, _, counts = self.expand_image_placeholders(
+                input_ids, num_images, num_visual_tokens, attention_mask
+            )
+            if expanded_ids is not input_ids and position_ids is not None:
+                raise ValueError(
+                    "position_ids were given for compact image placeholders; pass them for the expanded sequence "
+                    "(one image token per visual token) or leave them out."
+                )
+            input_ids = expanded_ids
+            image_features = self.get_image_features(
+                pixel_values, counts, vision_feature_layer, vision_feature_select_strategy
+            ).pooler_output
+            image_features = torch.cat(image_features).to(self.get_input_embeddings().weight.dtype)
+
+        if inputs_embeds is None:
+            inputs_embeds = self.get_input_embeddings()(input_ids)
+        if image_features is not None:
+            image_mask = (input_ids == self.config.image_token_id).unsqueeze(-1).to(inputs_embeds.device)
+            inputs_embeds = inputs_embeds.masked_scatter(image_mask, image_features.to(inputs_embeds.device))
+
+        outputs = self.language_model(
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            **kwargs,
+        )
+        return LlavaModelOutputWithPast(
+            last_hidden_state=outputs.last_hidden_state,
+            past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            image_hidden_states=image_features,
+        )
+
+
+class MatryoshkaLlavaForConditionalGenerationBase(MatryoshkaLlavaPreTrainedModel, GenerationMixin):
+    """LLaVA's causal-LM head over a Matryoshka model, with `num_visual_tokens` in `forward` and `generate`."""
+
+    base_model_class: type[MatryoshkaLlavaModelBase]
+    _tied_weights_keys = {"lm_head.weight": "model.language_model.embed_tokens.weight"}
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.model = self.base_model_class(config)
+        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.model.get_input_embeddings()
+
+    def set_input_embeddings(self, value):
+        self.model.set_input_embeddings(value)
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.lm_head
+
+    def set_output_embeddings(self, new_embeddings):
+        self.lm_head = new_embeddings
+
+    def get_image_features(self, pixel_values: torch.Tensor, num_visual_tokens=None, **kwargs):
+        return self.model.get_image_features(pixel_values, num_visual_tokens, **kwargs)
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values=None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        num_visual_tokens=None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs,
+    ) -> LlavaCausalLMOutputWithPast:
+        r"""
+        num_visual_tokens (`int` or `list[int]`, *optional*):
+            Visual tokens per image: one value for all images or one per image; defaults to
+            `config.num_visual_tokens`. Compact placeholders (one image token per image) are expanded to it and
+            `labels` are expanded with them (-100 at visual positions), so logits and labels stay aligned.
+        """
+        if pixel_values is not None and input_ids is not None:
+            left_padded = attention_mask is not None and bool((attention_mask[:, 0] == 0).any())
+            input_ids, attention_mask, labels, num_visual_tokens = self.model.expand_image_placeholders(
+                input_ids,
+                pixel_values.shape[0],
+                num_visual_tokens,
+                attention_mask,
+                labels,
+                padding_side="left" if labels is None or left_padded else "right",
+            )
+        outputs = self.model(
+            input_ids=input_ids,
+            pixel_values=pixel_values,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            num_visual_tokens=num_visual_tokens,
+            **kwargs,
+        )
+        hidden_states = outputs.last_hidden_state
+        slice_indices = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+        logits = self.lm_head(hidden_states[:, slice_indices, :])
+
+        loss = None
+        if labels is not None:
+            loss = self.loss_function(
+                logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **kwargs
+            )
+        return LlavaCausalLMOutputWithPast(
+            loss=loss,
+            logits=logits,
+            past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            image_hidden_states=outputs.image_hidden_states,
+        )
+
+    def prepare_inputs_for_generation(self, *args, pixel_values=None, is_first_iteration=False, **kwargs):
+        model_inputs = super().prepare_inputs_for_generation(*args, is_first_iteration=is_first_iteration, **kwargs)
+        # Images are merged into the cache at prefill; later steps only carry new text tokens.
+        if is_first_iteration or not kwargs.get("use_cache", True):
+            model_inputs["pixel_values"] = pixel_values
+        else:
+            model_inputs.pop("pixel_values", None)
+        return model_inputs
+
+    def generate(self, inputs: torch.Tensor | None = None, *args, num_visual_tokens=None, **kwargs):
+        r"""
+        `transformers.GenerationMixin.generate` plus `num_visual_tokens` (one value, or one per image).
+
+        Compact placeholders are expanded before generation and the returned sequences start with the prompt
+        exactly as it was passed, so `out[:, input_ids.shape[1]:]` is the newly generated text as for any model.
+        """
+        input_ids = kwargs.pop("input_ids", inputs)
+        pixel_values = kwargs.get("pixel_values")
+        if input_ids is None or pixel_values is None:
+            if num_visual_tokens is not None:
+                self.model.resolve_num_visual_tokens(num_visual_tokens, 0 if pixel_values is None else len(pixel_values))
+            return super().generate(input_ids, *args, **kwargs)
+
+        expanded_ids, attention_mask, _, counts = self.model.expand_image_placeholders(
+            input_ids, pixel_values.shape[0], num_visual_tokens, kwargs.pop("attention_mask", None)
+        )
+        if attention_mask is not None:
+            kwargs["attention_mask"] = attention_mask
+        # One count rides along as an int; a mix as a per-image tensor, which generation expands with the images.
+        kwargs["num_visual_tokens"] = counts[0] if len(set(counts)) == 1 else torch.tensor(counts)
+        output = super().generate(expanded_ids, *args, **kwargs)
+        if expanded_ids is input_ids:
+            return output
+
+        sequences = output.sequences if isinstance(output, ModelOutput) else output
+        rows_per_prompt = sequences.shape[0] // input_ids.shape[0]
+        prompt = input_ids.to(sequences.device).repeat_interleave(rows_per_prompt, dim=0)
+        sequences = torch.cat([prompt, sequences[:, expanded_ids.shape[1] :]], dim=1)
+        if isinstance(output, ModelOutput):
+            output.sequences = sequences
+            return output
+        return sequences

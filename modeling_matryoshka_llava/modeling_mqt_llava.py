@@ -1,0 +1,42 @@
+"""MQT-LLaVA: LLaVA-1.5 whose MLP projector is a Matryoshka query transformer; a request uses its first m queries."""
+
+import torch
+
+from .configuration_mqt_llava import MQTLlavaConfig
+from .modeling_matryoshka_base import MatryoshkaLlavaForConditionalGenerationBase, MatryoshkaLlavaModelBase
+from .token_reducers import MatryoshkaQueryTransformer
+
+
+class MQTLlavaModel(MatryoshkaLlavaModelBase):
+    config_class = MQTLlavaConfig
+    config: MQTLlavaConfig
+
+    def build_projector(self, config: MQTLlavaConfig) -> MatryoshkaQueryTransformer:
+        return MatryoshkaQueryTransformer(
+            num_queries=config.num_queries,
+            hidden_size=config.query_hidden_size,
+            output_size=config.text_config.hidden_size,
+            num_heads=config.query_num_heads,
+            layer_norm_eps=config.query_layer_norm_eps,
+            image_dependent_keys=config.image_dependent_keys,
+        )
+
+    def _init_weights(self, module):
+        if isinstance(module, MatryoshkaQueryTransformer):
+            module.reset_parameters()
+        else:
+            super()._init_weights(module)
+
+    def reduce_image_features(self, vision_features: torch.Tensor, num_visual_tokens: list[int]) -> list[torch.Tensor]:
+        # Queries do not interact, so one pass with the largest count serves every image's first k_i outputs.
+        tokens = self.multi_modal_projector(vision_features, max(num_visual_tokens))
+        return [image_tokens[:count] for image_tokens, count in zip(tokens, num_visual_tokens)]
+
+
+class MQTLlavaForConditionalGeneration(MatryoshkaLlavaForConditionalGenerationBase):
+    config_class = MQTLlavaConfig
+    config: MQTLlavaConfig
+    base_model_class = MQTLlavaModel
+
+
+__all__ = ["MQTLlavaModel", "MQTLlavaForConditionalGeneration"]

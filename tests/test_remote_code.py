@@ -1,0 +1,76 @@
+"""A `save_pretrained` folder loads with only torch + transformers (`trust_remote_code=True`)."""
+
+import ast
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import chat_prompt
+from PIL import Image
+
+CHECK_SCRIPT = Path(__file__).with_name("remote_code_check.py")
+# CI points this at an interpreter with the oldest supported transformers (and without this package).
+REMOTE_PYTHON = os.environ.get("MATRYOSHKA_REMOTE_CODE_PYTHON", sys.executable)
+ALLOWED_IMPORT_ROOTS = {"torch", "transformers", "numpy", "PIL"} | set(sys.stdlib_module_names)
+
+
+def saved_folder(model, processor, folder: Path) -> Path:
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+def bundle_imports(folder: Path) -> dict[str, set[str]]:
+    imports = {}
+    for path in folder.glob("*.py"):
+        roots = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                roots |= {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                roots.add(node.module.split(".")[0])
+            elif isinstance(node, ast.ImportFrom):
+                assert node.module and "." not in node.module, f"{path.name}: relative import must be flat"
+                assert (folder / f"{node.module}.py").exists(), f"{path.name} imports missing .{node.module}"
+        imports[path.name] = roots
+    return imports
+
+
+@pytest.mark.parametrize("kind", ["m3", "mqt"])
+def test_folder_is_flat_self_contained_and_declares_auto_map(kind, m3_model, mqt_model, processor, tmp_path):
+    model = m3_model if kind == "m3" else mqt_model
+    folder = saved_folder(model, processor, tmp_path)
+    imports = bundle_imports(folder)
+    assert {"configuration_%s_llava.py" % kind, "modeling_%s_llava.py" % kind, "processing_matryoshka_llava.py"} <= set(imports)
+    for name, roots in imports.items():
+        assert roots <= ALLOWED_IMPORT_ROOTS, f"{name} imports {roots - ALLOWED_IMPORT_ROOTS}"
+    config = json.loads((folder / "config.json").read_text())
+    assert set(config["auto_map"]) == {"AutoConfig", "AutoModel", "AutoModelForImageTextToText"}
+    processor_config = json.loads((folder / "processor_config.json").read_text())
+    assert processor_config["auto_map"]["AutoProcessor"] == "processing_matryoshka_llava.MatryoshkaLlavaProcessor"
+
+
+@pytest.mark.parametrize("kind", ["m3", "mqt"])
+def test_remote_code_loads_without_the_package(kind, m3_model, mqt_model, processor, tmp_path):
+    model = m3_model if kind == "m3" else mqt_model
+    folder = saved_folder(model, processor, tmp_path / "checkpoint")
+    counts = [576, 36, 1] if kind == "m3" else [16, 5, 1]
+    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
+    result = subprocess.run(
+        [REMOTE_PYTHON, str(CHECK_SCRIPT), str(folder), ",".join(map(str, counts))],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert all(module.startswith("transformers_modules.") for module in report["classes"]), report["classes"]
+    assert report["invalid_rejected"]
+
+    image = Image.new("RGB", (40, 30), (200, 30, 60))
+    inputs = processor(images=image, text=chat_prompt(processor, "What is in the image?"), return_tensors="pt")
+    for count in counts:
+        expected = model.generate(**inputs, num_visual_tokens=count, max_new_tokens=4, do_sample=False)
+        assert report["answers"][str(count)] == expected[0, inputs["input_ids"].shape[1] :].tolist(), count
