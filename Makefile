@@ -1,0 +1,36 @@
+# Two commands do everything on a fresh machine:  `make demo` (the main job) and `make test` (the test suite).
+PYTHON ?= python3
+# A CPU build of torch; on a GPU machine pass e.g. TORCH_SPEC="torch" to get the CUDA build.
+TORCH_SPEC ?= torch==2.13.0
+VENV ?= .venv
+OLDEST_VENV ?= .venv-oldest
+# The oldest transformers release this package supports (pyproject.toml); CI tests it and the newest.
+OLDEST_TRANSFORMERS ?= 5.18.0
+
+.PHONY: install test test-newest test-oldest
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q "$(TORCH_SPEC)"
+	$(VENV)/bin/pip install -q -e ".[test]"
+	touch $@
+
+$(OLDEST_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(OLDEST_VENV)
+	$(OLDEST_VENV)/bin/pip install -q --upgrade pip
+	$(OLDEST_VENV)/bin/pip install -q "$(TORCH_SPEC)"
+	$(OLDEST_VENV)/bin/pip install -q -e ".[test]" "transformers==$(OLDEST_TRANSFORMERS)"
+	touch $@
+
+test: test-newest test-oldest
+
+test-newest: $(VENV)/.installed
+	$(VENV)/bin/python -m pytest tests
+
+# The oldest release runs the suite, and loads folders written by the newest one as remote code.
+test-oldest: $(VENV)/.installed $(OLDEST_VENV)/.installed
+	$(OLDEST_VENV)/bin/python -m pytest tests
+	MATRYOSHKA_REMOTE_CODE_PYTHON=$(CURDIR)/$(OLDEST_VENV)/bin/python $(VENV)/bin/python -m pytest tests/test_remote_code.py

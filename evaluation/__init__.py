@@ -1,0 +1,1 @@
+"""Evaluation of the accuracy / visual-token trade-off, the cost model and speed benchmarks."""

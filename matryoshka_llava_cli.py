@@ -1,0 +1,43 @@
+"""`matryoshka-llava` command line: thin subcommands over library functions that the tests also call.
+
+Each subcommand lives next to its concern, in a module exposing `configure_parser(parser)` and `run(args) -> int`.
+"""
+
+import argparse
+import importlib
+import sys
+
+SUBCOMMANDS = {
+    "convert": ("conversion.cli", "Convert a LLaVA-1.5/NeXT or released M3/MQT checkpoint."),
+    "train": ("training.cli", "Train with the M3 multi-scale or MQT random-m loss."),
+    "eval": ("evaluation.cli", "Evaluate accuracy at each visual-token count (and the oracle)."),
+    "cost": ("evaluation.cost_cli", "FLOPs, KV-cache and activation memory per visual-token count."),
+    "bench": ("evaluation.bench_cli", "Measure time-to-first-token and decode speed per visual-token count."),
+    "card": ("model_cards.cli", "Render a model card from eval results and the cost table."),
+    "push": ("model_cards.push_cli", "Validate a checkpoint folder and upload it to the Hub."),
+    "demo": ("demo.cli", "Run the shipped tiny M3 / MQT / LLaVA models and show the trade-off."),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="matryoshka-llava", description=__doc__.splitlines()[0])
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            if error.name != module_name and not module_name.startswith(f"{error.name}."):
+                raise
+            continue  # a concern not built yet
+        module.configure_parser(subparsers.add_parser(name, help=help_text, description=help_text))
+        subparsers.choices[name].set_defaults(handler=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.handler(args) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

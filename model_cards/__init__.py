@@ -1,0 +1,1 @@
+"""Model card templates and rendering, and publishing checkpoints to the Hub."""
