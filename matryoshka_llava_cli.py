@@ -1,6 +1,8 @@
 """`matryoshka-llava` command line: thin subcommands over library functions that the tests also call.
 
-Each subcommand lives next to its concern, in a module exposing `configure_parser(parser)` and `run(args) -> int`.
+Each subcommand lives next to its concern, in a module exposing `configure_parser(parser)` and `run(args) -> int`,
+and optionally `defaults_from_argv(argv) -> dict` (e.g. values of a config file named on the command line, which
+explicit options then override).
 """
 
 import argparse
@@ -19,7 +21,7 @@ SUBCOMMANDS = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="matryoshka-llava", description=__doc__.splitlines()[0])
     subparsers = parser.add_subparsers(dest="command", required=True)
     for name, (module_name, help_text) in SUBCOMMANDS.items():
@@ -29,13 +31,17 @@ def build_parser() -> argparse.ArgumentParser:
             if error.name != module_name and not module_name.startswith(f"{error.name}."):
                 raise
             continue  # a concern not built yet
-        module.configure_parser(subparsers.add_parser(name, help=help_text, description=help_text))
-        subparsers.choices[name].set_defaults(handler=module.run)
+        subparser = subparsers.add_parser(name, help=help_text, description=help_text)
+        module.configure_parser(subparser)
+        subparser.set_defaults(handler=module.run)
+        if argv and argv[0] == name and hasattr(module, "defaults_from_argv"):
+            subparser.set_defaults(**module.defaults_from_argv(argv[1:]))
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(argv).parse_args(argv)
     return args.handler(args) or 0
 
 

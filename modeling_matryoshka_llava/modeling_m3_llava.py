@@ -15,13 +15,16 @@ class M3LlavaModel(MatryoshkaLlavaModelBase):
     def build_projector(self, config: M3LlavaConfig) -> LlavaMultiModalProjector:
         return LlavaMultiModalProjector(config)
 
-    def reduce_image_features(self, vision_features: torch.Tensor, num_visual_tokens: list[int]) -> list[torch.Tensor]:
-        # M3 pools *after* the projector; images sharing a count are pooled together.
-        projected = self.multi_modal_projector(vision_features)
+    def encode_images(self, pixel_values: torch.Tensor, vision_feature_layer=None, vision_feature_select_strategy=None):
+        # M3 pools *after* the projector, so the projector belongs to the work every count shares.
+        features = super().encode_images(pixel_values, vision_feature_layer, vision_feature_select_strategy)
+        return self.multi_modal_projector(features)
+
+    def reduce_image_features(self, encoded_images: torch.Tensor, num_visual_tokens: list[int]) -> list[torch.Tensor]:
         reduced: list[torch.Tensor | None] = [None] * len(num_visual_tokens)
-        for count in sorted(set(num_visual_tokens)):
+        for count in sorted(set(num_visual_tokens)):  # images sharing a count are pooled together
             indices = [i for i, k in enumerate(num_visual_tokens) if k == count]
-            pooled = reduce_visual_tokens(projected[indices], count, self.config.visual_token_reduction)
+            pooled = reduce_visual_tokens(encoded_images[indices], count, self.config.visual_token_reduction)
             for i, tokens in zip(indices, pooled):
                 reduced[i] = tokens
         return reduced

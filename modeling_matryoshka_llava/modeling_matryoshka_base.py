@@ -5,6 +5,8 @@ placeholder rule of `image_placeholders`, merging, the language model, loss and 
 State-dict keys are those of transformers' `LlavaForConditionalGeneration`.
 """
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 from transformers import AutoModel, GenerationMixin
@@ -18,6 +20,16 @@ from transformers.utils import ModelOutput
 
 from .image_placeholders import check_runs_match_images, expand_image_placeholders, find_image_runs
 from .visual_token_counts import resolve_num_visual_tokens
+
+
+@dataclass
+class MatryoshkaCausalLMOutputWithPast(LlavaCausalLMOutputWithPast):
+    r"""
+    loss_per_num_visual_tokens (`torch.Tensor` of shape `(num_counts,)`, *optional*):
+        With `multi_scale_num_visual_tokens`: the loss at each count, normalised like `loss` (their mean).
+    """
+
+    loss_per_num_visual_tokens: torch.Tensor | None = None
 
 
 class MatryoshkaLlavaPreTrainedModel(LlavaPreTrainedModel):
@@ -45,8 +57,12 @@ class MatryoshkaLlavaModelBase(MatryoshkaLlavaPreTrainedModel):
     def build_projector(self, config) -> nn.Module:
         raise NotImplementedError
 
-    def reduce_image_features(self, vision_features: torch.Tensor, num_visual_tokens: list[int]) -> list[torch.Tensor]:
-        """(N, patches, vision width) features of N images -> one (k_i, text width) tensor per image."""
+    def encode_images(self, pixel_values: torch.Tensor, vision_feature_layer=None, vision_feature_select_strategy=None):
+        """The per-image work every count shares (vision tower; M3 adds its projector): (N, patches, width)."""
+        return self.get_vision_features(pixel_values, vision_feature_layer, vision_feature_select_strategy)
+
+    def reduce_image_features(self, encoded_images: torch.Tensor, num_visual_tokens: list[int]) -> list[torch.Tensor]:
+        """`encode_images` output -> one (k_i, text width) tensor per image."""
         raise NotImplementedError
 
     def num_image_tokens(self, num_visual_tokens: int, image_index: int) -> int:
@@ -136,10 +152,8 @@ class MatryoshkaLlavaModelBase(MatryoshkaLlavaPreTrainedModel):
         """
         counts = self.resolve_num_visual_tokens(num_visual_tokens, pixel_values.shape[0])
         counts = counts or [self.config.num_visual_tokens] * pixel_values.shape[0]
-        features = self.get_vision_features(pixel_values, vision_feature_layer, vision_feature_select_strategy)
-        return BaseModelOutputWithPooling(
-            last_hidden_state=features, pooler_output=self.reduce_image_features(features, counts)
-        )
+        encoded = self.encode_images(pixel_values, vision_feature_layer, vision_feature_select_strategy)
+        return BaseModelOutputWithPooling(last_hidden_state=encoded, pooler_output=self.reduce_image_features(encoded, counts))
 
     def forward(
         self,
@@ -152,17 +166,21 @@ class MatryoshkaLlavaModelBase(MatryoshkaLlavaPreTrainedModel):
         num_visual_tokens=None,
         vision_feature_layer=None,
         vision_feature_select_strategy=None,
+        image_features: list[torch.Tensor] | None = None,
         **kwargs,
     ) -> LlavaModelOutputWithPast:
+        r"""
+        image_features (`list[torch.Tensor]`, *optional*):
+            Visual tokens already computed per image (e.g. by `get_image_features`), used instead of
+            `pixel_values`; the placeholders must then already be expanded to their lengths.
+        """
         if (input_ids is None) ^ (inputs_embeds is not None):
             raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
-        image_features = None
-        if pixel_values is not None:
+        if pixel_values is not None and image_features is None:
             if input_ids is None:
                 raise ValueError("Images need `input_ids` that mark where their visual tokens go.")
-            num_images = pixel_values.shape[0]
             expanded_ids, attention_mask, _, counts = self.expand_image_placeholders(
-                input_ids, num_images, num_visual_tokens, attention_mask
+                input_ids, pixel_values.shape[0], num_visual_tokens, attention_mask
             )
             if expanded_ids is not input_ids and position_ids is not None:
                 raise ValueError(
@@ -173,13 +191,17 @@ class MatryoshkaLlavaModelBase(MatryoshkaLlavaPreTrainedModel):
             image_features = self.get_image_features(
                 pixel_values, counts, vision_feature_layer, vision_feature_select_strategy
             ).pooler_output
-            image_features = torch.cat(image_features).to(self.get_input_embeddings().weight.dtype)
 
         if inputs_embeds is None:
             inputs_embeds = self.get_input_embeddings()(input_ids)
         if image_features is not None:
+            image_features = torch.cat(list(image_features)).to(inputs_embeds.device, inputs_embeds.dtype)
             image_mask = (input_ids == self.config.image_token_id).unsqueeze(-1).to(inputs_embeds.device)
-            inputs_embeds = inputs_embeds.masked_scatter(image_mask, image_features.to(inputs_embeds.device))
+            if int(image_mask.sum()) != image_features.shape[0]:
+                raise ValueError(
+                    f"{int(image_mask.sum())} image placeholder positions but {image_features.shape[0]} visual tokens."
+                )
+            inputs_embeds = inputs_embeds.masked_scatter(image_mask, image_features)
 
         outputs = self.language_model(
             attention_mask=attention_mask,
@@ -234,24 +256,32 @@ class MatryoshkaLlavaForConditionalGenerationBase(MatryoshkaLlavaPreTrainedModel
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         num_visual_tokens=None,
+        multi_scale_num_visual_tokens: list[int] | None = None,
         logits_to_keep: int | torch.Tensor = 0,
         **kwargs,
-    ) -> LlavaCausalLMOutputWithPast:
+    ) -> MatryoshkaCausalLMOutputWithPast:
         r"""
         num_visual_tokens (`int` or `list[int]`, *optional*):
             Visual tokens per image: one value for all images or one per image; defaults to
             `config.num_visual_tokens`. Compact placeholders (one image token per image) are expanded to it and
             `labels` are expanded with them (-100 at visual positions), so logits and labels stay aligned.
+        multi_scale_num_visual_tokens (`list[int]`, *optional*):
+            Training with several counts at once (M3): the vision tower and projector run once, the language model
+            once per count, and `loss` is the mean of the per-count losses (`loss_per_num_visual_tokens`, in the
+            order given). Needs `labels`; the returned logits are those of the last count.
         """
+        if multi_scale_num_visual_tokens is not None:
+            return self._multi_scale_forward(
+                input_ids, pixel_values, attention_mask, labels, multi_scale_num_visual_tokens, **kwargs
+            )
         if pixel_values is not None and input_ids is not None:
-            left_padded = attention_mask is not None and bool((attention_mask[:, 0] == 0).any())
             input_ids, attention_mask, labels, num_visual_tokens = self.model.expand_image_placeholders(
                 input_ids,
                 pixel_values.shape[0],
                 num_visual_tokens,
                 attention_mask,
                 labels,
-                padding_side="left" if labels is None or left_padded else "right",
+                padding_side=self._expansion_padding_side(attention_mask, labels),
             )
         outputs = self.model(
             input_ids=input_ids,
@@ -272,13 +302,46 @@ class MatryoshkaLlavaForConditionalGenerationBase(MatryoshkaLlavaPreTrainedModel
             loss = self.loss_function(
                 logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **kwargs
             )
-        return LlavaCausalLMOutputWithPast(
+        return MatryoshkaCausalLMOutputWithPast(
             loss=loss,
             logits=logits,
             past_key_values=outputs.past_key_values,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             image_hidden_states=outputs.image_hidden_states,
+        )
+
+    @staticmethod
+    def _expansion_padding_side(attention_mask, labels) -> str:
+        """Rows that grow unevenly are re-padded on the side the batch is already padded on (left for inference)."""
+        left_padded = attention_mask is not None and bool((attention_mask[:, 0] == 0).any())
+        return "left" if labels is None or left_padded else "right"
+
+    def _multi_scale_forward(self, input_ids, pixel_values, attention_mask, labels, counts, **kwargs):
+        if labels is None or input_ids is None:
+            raise ValueError("multi_scale_num_visual_tokens is for training: pass input_ids and labels.")
+        if not counts:
+            raise ValueError("multi_scale_num_visual_tokens must hold at least one count.")
+        for count in counts:
+            self.model.resolve_num_visual_tokens(count, 1)
+        num_images = 0 if pixel_values is None else pixel_values.shape[0]
+        encoded = self.model.encode_images(pixel_values) if num_images else None
+        losses, logits = [], None
+        # Without images every count sees the same sequence: one forward serves them all.
+        for count in counts if num_images else counts[:1]:
+            ids, mask, count_labels, per_image = self.model.expand_image_placeholders(
+                input_ids, num_images, count, attention_mask, labels,
+                padding_side=self._expansion_padding_side(attention_mask, labels),
+            )
+            features = self.model.reduce_image_features(encoded, per_image) if num_images else None
+            outputs = self.model(input_ids=ids, attention_mask=mask, image_features=features, **kwargs)
+            logits = self.lm_head(outputs.last_hidden_state)
+            losses.append(
+                self.loss_function(logits=logits, labels=count_labels, vocab_size=self.config.text_config.vocab_size, **kwargs)
+            )
+        loss_per_count = torch.stack(losses if num_images else losses * len(counts))
+        return MatryoshkaCausalLMOutputWithPast(
+            loss=loss_per_count.mean(), logits=logits, loss_per_num_visual_tokens=loss_per_count
         )
 
     def prepare_inputs_for_generation(self, *args, pixel_values=None, is_first_iteration=False, **kwargs):

@@ -1,0 +1,86 @@
+"""Build a trainer from a checkpoint folder and LLaVA instruction data: what `matryoshka-llava train` calls."""
+
+import logging
+
+from transformers import AutoModelForImageTextToText, AutoProcessor
+
+import modeling_matryoshka_llava  # noqa: F401  (registers the model types with the Auto classes)
+from processing.data_collation import MatryoshkaLlavaDataCollator
+
+from .arguments import MatryoshkaTrainingArguments
+from .data import LazyImageDataset, load_instruction_data
+from .trainers import M3Trainer, MQTTrainer
+
+logger = logging.getLogger(__name__)
+
+TRAINERS = {"m3": (M3Trainer, "m3_llava"), "mqt": (MQTTrainer, "mqt_llava")}
+
+
+def max_num_visual_tokens(config) -> int:
+    return max(config.valid_num_visual_tokens)
+
+
+def add_lora(model, rank: int, alpha: int | None = None, train_projector: bool = False):
+    """LoRA on the language model's attention and MLP projections; the projector trains fully if asked (as in
+    LLaVA's LoRA recipe), the vision tower stays as it is."""
+    try:
+        from peft import LoraConfig, get_peft_model
+    except ImportError as error:
+        raise ImportError("LoRA training needs `peft`: pip install peft") from error
+    targets = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+    config = LoraConfig(
+        r=rank,
+        lora_alpha=alpha or 2 * rank,
+        target_modules=targets,
+        lora_dropout=0.0,
+        modules_to_save=["multi_modal_projector"] if train_projector else None,
+    )
+    return get_peft_model(model, config)
+
+
+def build_trainer(
+    model_path: str,
+    data: str,
+    images: str | None,
+    method: str,
+    args: MatryoshkaTrainingArguments,
+    eval_data: str | None = None,
+    max_length: int = 2048,
+    lora_rank: int | None = None,
+    model=None,
+    processor=None,
+):
+    """A ready-to-`train()` M3Trainer / MQTTrainer; skipped records are logged with their reasons."""
+    if method not in TRAINERS:
+        raise ValueError(f"method must be one of {sorted(TRAINERS)}, got {method!r}.")
+    trainer_class, model_type = TRAINERS[method]
+    model = model if model is not None else AutoModelForImageTextToText.from_pretrained(model_path)
+    processor = processor if processor is not None else AutoProcessor.from_pretrained(model_path)
+    if model.config.model_type != model_type:
+        raise ValueError(
+            f"--method {method} trains a {model_type} model, but {model_path} is {model.config.model_type!r}: "
+            f"convert it first (matryoshka-llava convert ... --to {method})."
+        )
+    longest = max_num_visual_tokens(model.config)
+    train = load_instruction_data(data, images, processor, max_length, longest)
+    for reason, count in sorted(train.skipped.items()):
+        logger.warning("Skipped %d training records: %s", count, reason)
+    eval_dataset = None
+    if eval_data:
+        evaluation = load_instruction_data(eval_data, images, processor, max_length, longest)
+        eval_dataset = LazyImageDataset(evaluation.records, processor.image_processor)
+    if lora_rank:
+        model = add_lora(model, lora_rank, train_projector=not args.freeze_projector)
+    collator = MatryoshkaLlavaDataCollator(
+        pad_token_id=processor.tokenizer.pad_token_id, image_token_id=model.config.image_token_id
+    )
+    trainer = trainer_class(
+        model=model,
+        args=args,
+        train_dataset=LazyImageDataset(train.records, processor.image_processor),
+        eval_dataset=eval_dataset,
+        data_collator=collator,
+        processing_class=processor,
+    )
+    trainer.skipped_records.update(train.skipped)
+    return trainer
