@@ -1,0 +1,148 @@
+"""The original LLaVA-1.5 forward pass (haotian-liu/LLaVA), with M3's pooling or MQT's query abstractor, computed
+from the *source* tensors with stock transformers parts: what `--verify` compares an original-format conversion with.
+
+It follows the original code, not this package's models: CLIP hidden states of `mm_vision_select_layer` (CLS
+dropped for "patch"), `mm_projector` = Linear-GELU-Linear (M3 then average-pools the projected 24x24 grid), or the
+MQT Resampler (keys = ln_k(bicubic-resized pos_embed), queries = ln_q(query[:m] + pos_embed[:m]), `@ proj`), and
+image features spliced in place of IMAGE_TOKEN_INDEX = -200 in the token ids.
+"""
+
+import copy
+import math
+
+import torch
+import torch.nn.functional as F
+from transformers import CLIPVisionModel, LlamaForCausalLM
+
+from .checkpoint_weights import CheckpointWeights
+from .errors import VerificationError
+from .source_model import ORIGINAL_TOWER_PREFIX, SourceModel
+
+IMAGE_TOKEN_INDEX = -200
+
+
+def load_from_shards(module: torch.nn.Module, weights: CheckpointWeights, rename) -> None:
+    """Copy the tensors `rename` maps (source key -> module key, or None to skip) into `module` in float32, one
+    shard at a time, so memory holds the float32 module plus one shard."""
+    expected = set(module.state_dict())
+    loaded = set()
+    for path in weights.files:
+        keys = [key for key, info in weights.tensors.items() if info.file == path and rename(key) is not None]
+        if keys:
+            state = {rename(key): value.float() for key, value in weights.load(keys).items()}
+            module.load_state_dict(state, strict=False)
+            loaded |= set(state)
+    tied = getattr(module.config, "tie_word_embeddings", False)
+    missing = sorted(expected - loaded - ({"lm_head.weight"} if tied else set()))
+    if missing:
+        raise VerificationError(f"The reference {type(module).__name__} misses source tensors: {missing[:8]}")
+
+
+def clip_rename(source_prefix: str, keeps_vision_model_prefix: bool):
+    """`{source_prefix}vision_model.X` -> the CLIPVisionModel key of this transformers version."""
+    def rename(key: str) -> str | None:
+        if not key.startswith(source_prefix + "vision_model.") or key.endswith("position_ids"):
+            return None
+        name = key[len(source_prefix):]
+        return name if keeps_vision_model_prefix else name.removeprefix("vision_model.")
+    return rename
+
+
+def language_model_rename(key: str) -> str | None:
+    if key.startswith(("model.embed_tokens.", "model.layers.", "model.norm.", "lm_head.")):
+        return None if key.endswith("rotary_emb.inv_freq") else key
+    return None
+
+
+class OriginalLlavaReference:
+    def __init__(self, source: SourceModel):
+        self.source = source
+        self._features = None
+        text_config = copy.deepcopy(source.text_config)
+        text_config.vocab_size = source.vocab_rows
+        self.language_model = LlamaForCausalLM(text_config).float().eval()
+        load_from_shards(self.language_model, source.weights, language_model_rename)
+        self.vision_tower = CLIPVisionModel(source.vision_config).float().eval()
+        keeps_prefix = any(name.startswith("vision_model.") for name in self.vision_tower.state_dict())
+        if source.clip_weights is None:
+            load_from_shards(self.vision_tower, source.weights, clip_rename(ORIGINAL_TOWER_PREFIX, keeps_prefix))
+        else:
+            load_from_shards(self.vision_tower, source.clip_weights, clip_rename("", keeps_prefix))
+        projector_keys = [key for key in source.weights.tensors
+                          if key.startswith(("model.mm_projector.", "model.query_abstractor."))]
+        self.projector = {name: value.float() for name, value in source.weights.load(projector_keys).items()}
+
+    @torch.no_grad()
+    def vision_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """CLIP features of the selected layer; computed once per image tensor, whatever the count asked for."""
+        if self._features is None or self._features[0] is not pixel_values:
+            outputs = self.vision_tower(pixel_values.float(), output_hidden_states=True)
+            features = outputs.hidden_states[self.source.config.get("mm_vision_select_layer", -2)]
+            patch_only = self.source.config.get("mm_vision_select_feature", "patch") == "patch"
+            self._features = (pixel_values, features[:, 1:] if patch_only else features)
+        return self._features[1]
+
+    def mlp_projector(self, features: torch.Tensor) -> torch.Tensor:
+        weights = self.projector
+        hidden = F.linear(features, weights["model.mm_projector.0.weight"], weights["model.mm_projector.0.bias"])
+        return F.linear(F.gelu(hidden), weights["model.mm_projector.2.weight"], weights["model.mm_projector.2.bias"])
+
+    def query_abstractor(self, features: torch.Tensor, num_visual_tokens: int) -> torch.Tensor:
+        weights = {name.removeprefix("model.query_abstractor."): value for name, value in self.projector.items()}
+        pos_embed, query = weights["pos_embed"], weights["query"]
+        width = query.shape[1]
+        side = math.isqrt(features.shape[1])
+        grid = math.isqrt(pos_embed.shape[0])
+        keys_pos = F.interpolate(
+            pos_embed.reshape(1, grid, grid, -1).permute(0, 3, 1, 2), size=(side, side), mode="bicubic",
+            align_corners=False,
+        ).permute(0, 2, 3, 1).flatten(0, 2)
+
+        def norm(name, x):
+            return F.layer_norm(x, (width,), weights[f"{name}.weight"], weights[f"{name}.bias"], eps=1e-6)
+
+        batch = features.shape[0]
+        queries = norm("ln_q", query[:num_visual_tokens] + pos_embed[:num_visual_tokens]).unsqueeze(1).repeat(1, batch, 1)
+        keys = norm("ln_k", keys_pos).unsqueeze(1).repeat(1, batch, 1)
+        values = norm("ln_v", features.permute(1, 0, 2))
+        out, _ = F.multi_head_attention_forward(
+            queries, keys, values, width, 16, weights["attn.in_proj_weight"], weights["attn.in_proj_bias"],
+            None, None, False, 0.0, weights["attn.out_proj.weight"], weights["attn.out_proj.bias"],
+            training=False, need_weights=False,
+        )
+        return out.permute(1, 0, 2) @ weights["proj"]
+
+    @torch.no_grad()
+    def image_tokens(self, pixel_values: torch.Tensor, num_visual_tokens: int, projector=None) -> torch.Tensor:
+        features = self.vision_features(pixel_values)
+        if projector is not None:  # a freshly initialised projector the source does not have
+            return projector(features, num_visual_tokens)
+        if self.source.format == "mqt":
+            return self.query_abstractor(features, num_visual_tokens)
+        projected = self.mlp_projector(features)
+        return average_pool_grid(projected, num_visual_tokens)
+
+    @torch.no_grad()
+    def logits(self, input_ids: list[int], pixel_values: torch.Tensor | None = None, num_visual_tokens: int = 0,
+               projector=None) -> torch.Tensor:
+        """Logits of one sequence whose (at most one) IMAGE_TOKEN_INDEX is replaced by the image's tokens."""
+        embed = self.language_model.get_input_embeddings()
+        pieces, start = [], 0
+        for position, token in enumerate(input_ids + [None]):
+            if token is None or token == IMAGE_TOKEN_INDEX:
+                pieces.append(embed(torch.tensor(input_ids[start:position], dtype=torch.long)))
+                if token == IMAGE_TOKEN_INDEX:
+                    pieces.append(self.image_tokens(pixel_values, num_visual_tokens, projector)[0])
+                start = position + 1
+        return self.language_model(inputs_embeds=torch.cat(pieces)[None]).logits[0]
+
+
+def average_pool_grid(tokens: torch.Tensor, num_visual_tokens: int) -> torch.Tensor:
+    """M3: (N, side*side, C) projected tokens average-pooled to a sqrt(k) x sqrt(k) grid, row-major."""
+    batch, count, channels = tokens.shape
+    side, pooled = math.isqrt(count), math.isqrt(num_visual_tokens)
+    if pooled == side:
+        return tokens
+    grid = tokens.view(batch, side, side, channels).permute(0, 3, 1, 2)
+    stride = side // pooled
+    return F.avg_pool2d(grid, kernel_size=stride, stride=stride).flatten(2).transpose(1, 2)

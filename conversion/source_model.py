@@ -1,0 +1,228 @@
+"""Everything a conversion needs to know about its source, gathered from the files before any tensor is read:
+format, configs of the language model and vision tower, image preprocessing, and the tensors themselves.
+
+Original-format sources carry no vision config or image-processor config: both come from the CLIP checkpoint
+(`--clip`, else the `mm_vision_tower` the checkpoint names). Their CLIP weights come from the checkpoint when it
+holds a tower (the M3 release fine-tuned it), else from that CLIP checkpoint.
+"""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from transformers import CLIPConfig, CLIPVisionConfig, LlamaConfig, LlavaConfig
+
+from .checkpoint_weights import CheckpointWeights
+from .errors import ConversionError
+from .source_files import read_json, resolve_checkpoint
+from .source_formats import ORIGINAL_FORMATS
+
+ORIGINAL_TOWER_PREFIX = "model.vision_tower.vision_tower."
+SELECT_FEATURE_STRATEGIES = {"patch": "default", "cls_patch": "full"}
+# Config keys of the original format that are LLaVA's, not the language model's.
+LLAMA_CONFIG_KEYS = set(LlamaConfig().to_dict()) | {"rope_theta", "rope_scaling", "torch_dtype"}
+LLAMA_CONFIG_KEYS -= {"_name_or_path", "architectures", "model_type", "transformers_version"}
+
+
+@dataclass
+class ClipSource:
+    name: str
+    folder: Path
+    config: dict
+    preprocessor: dict
+
+    def weights(self) -> CheckpointWeights:
+        return CheckpointWeights(self.folder)
+
+
+@dataclass
+class SourceModel:
+    name: str  # as the user gave it: a Hub id or a path
+    folder: Path
+    format: str
+    config: dict
+    weights: CheckpointWeights
+    text_config: LlamaConfig
+    vision_config: CLIPVisionConfig
+    image_processor_kwargs: dict
+    vision_feature_layer: int | list[int] = -2
+    vision_feature_select_strategy: str = "default"
+    projector_hidden_act: str = "gelu"
+    image_token_index: int | None = None  # llava-hf sources already have one
+    matryoshka_scales: list[int] | None = None
+    clip: ClipSource | None = None
+    clip_weights: CheckpointWeights | None = None  # when the vision tower is not in the checkpoint
+    card_metadata: dict = field(default_factory=dict)
+
+    @property
+    def embedding_key(self) -> str:
+        for key in ("model.language_model.embed_tokens.weight", "language_model.model.embed_tokens.weight",
+                    "model.embed_tokens.weight"):
+            if key in self.weights.tensors:
+                return key
+        raise ConversionError(f"The source {self.name} has no input embedding (embed_tokens) tensor.")
+
+    @property
+    def vocab_rows(self) -> int:
+        return self.weights.tensors[self.embedding_key].shape[0]
+
+    @property
+    def dtype_name(self) -> str | None:
+        value = self.config.get("dtype") or self.config.get("torch_dtype")
+        return value if isinstance(value, str) and value != "auto" else None
+
+
+def describe_source(name: str, folder: Path, source_format: str, config: dict, weights: CheckpointWeights,
+                    clip: str | None = None) -> SourceModel:
+    if source_format == "llava-hf":
+        if clip is not None:
+            raise ConversionError("--clip applies to original-format sources; a llava-hf checkpoint holds its tower.")
+        return describe_llava_hf(name, folder, config, weights)
+    if source_format in ORIGINAL_FORMATS:
+        return describe_original(name, folder, source_format, config, weights, clip)
+    raise ConversionError(f"Unknown source format {source_format!r}.")
+
+
+def describe_llava_hf(name: str, folder: Path, config: dict, weights: CheckpointWeights) -> SourceModel:
+    llava = LlavaConfig.from_dict(config)
+    preprocessor_path = folder / "preprocessor_config.json"
+    if not preprocessor_path.is_file():
+        raise ConversionError(f"The llava-hf source {name} has no preprocessor_config.json (image preprocessing).")
+    # LLaVA-1.5 was trained on images padded to a square; llava-hf's CLIPImageProcessor configs do not record it.
+    processor = image_processor_kwargs(read_json(preprocessor_path), default_pad=True)
+    return SourceModel(
+        name=name,
+        folder=folder,
+        format="llava-hf",
+        config=config,
+        weights=weights,
+        text_config=llava.text_config,
+        vision_config=llava.vision_config,
+        image_processor_kwargs=processor,
+        vision_feature_layer=llava.vision_feature_layer,
+        vision_feature_select_strategy=llava.vision_feature_select_strategy,
+        projector_hidden_act=llava.projector_hidden_act,
+        image_token_index=llava.image_token_id,
+        card_metadata=read_card_metadata(folder),
+    )
+
+
+def describe_original(name: str, folder: Path, source_format: str, config: dict, weights: CheckpointWeights,
+                      clip: str | None) -> SourceModel:
+    check_original_options(config, source_format)
+    clip_source = load_clip_source(clip, config)
+    has_tower = weights.has_prefix(ORIGINAL_TOWER_PREFIX)
+    if source_format == "m3" and not has_tower:
+        raise ConversionError(
+            f"The M3 source {name} holds no vision tower ({ORIGINAL_TOWER_PREFIX}*). The M3 release fine-tuned its "
+            "CLIP tower, so it is never taken from stock CLIP: use the complete checkpoint."
+        )
+    select_feature = config.get("mm_vision_select_feature", "patch")
+    if select_feature not in SELECT_FEATURE_STRATEGIES:
+        raise ConversionError(f"Unsupported mm_vision_select_feature {select_feature!r} (expected patch or cls_patch).")
+    aspect_ratio = config.get("image_aspect_ratio", "square")
+    return SourceModel(
+        name=name,
+        folder=folder,
+        format=source_format,
+        config=config,
+        weights=weights,
+        text_config=original_text_config(config),
+        vision_config=clip_vision_config(clip_source),
+        image_processor_kwargs=image_processor_kwargs(clip_source.preprocessor, default_pad=aspect_ratio == "pad"),
+        vision_feature_layer=config.get("mm_vision_select_layer", -2),
+        vision_feature_select_strategy=SELECT_FEATURE_STRATEGIES[select_feature],
+        matryoshka_scales=matryoshka_scales(config) if source_format == "m3" else None,
+        clip=clip_source,
+        clip_weights=None if has_tower else clip_source.weights(),
+        card_metadata=read_card_metadata(folder),
+    )
+
+
+def original_text_config(config: dict) -> LlamaConfig:
+    """The Llama part of a `llava_llama` config (its top level mixes Llama and LLaVA fields)."""
+    fields = {key: value for key, value in config.items() if key in LLAMA_CONFIG_KEYS}
+    if fields.get("rope_scaling") is None:
+        fields.pop("rope_scaling", None)  # an explicit null is the default; passing it is deprecated
+    return LlamaConfig(**fields)
+
+
+def check_original_options(config: dict, source_format: str) -> None:
+    if config.get("mm_use_im_start_end") or config.get("mm_use_im_patch_token"):
+        raise ConversionError(
+            "The source wraps images in start/end or patch tokens (mm_use_im_start_end / mm_use_im_patch_token), "
+            "which LLaVA-1.5 does not use and the converted models do not support."
+        )
+    projector_type = config.get("mm_projector_type", "mlp2x_gelu")
+    # The MQT release records LLaVA's default "linear" here but builds no MLP projector at all.
+    if source_format != "mqt" and projector_type != "mlp2x_gelu":
+        raise ConversionError(f"Unsupported mm_projector_type {projector_type!r}: LLaVA-1.5 uses mlp2x_gelu.")
+    aspect_ratio = config.get("image_aspect_ratio", "square")
+    if aspect_ratio not in ("pad", "square"):
+        raise ConversionError(f"Unsupported image_aspect_ratio {aspect_ratio!r} (expected pad or square).")
+
+
+def matryoshka_scales(config: dict) -> list[int]:
+    scales = config["matryoshka_vis_token_scale"]
+    if not isinstance(scales, list) or not scales or not all(isinstance(s, int) and s > 0 for s in scales):
+        raise ConversionError(f"matryoshka_vis_token_scale must be a list of positive integers, got {scales!r}.")
+    return sorted(scales)
+
+
+def load_clip_source(clip: str | None, config: dict) -> ClipSource:
+    name = clip or config.get("mm_vision_tower")
+    if not name:
+        raise ConversionError("The source names no mm_vision_tower: pass --clip with the CLIP checkpoint it used.")
+    try:
+        folder = resolve_checkpoint(name, "CLIP checkpoint")
+    except ConversionError as error:
+        if clip is not None:
+            raise
+        raise ConversionError(
+            f"{error} (The source's config names it as mm_vision_tower; its vision config and image preprocessing "
+            "are needed. Pass --clip PATH to use a local copy.)"
+        ) from error
+    preprocessor_path = folder / "preprocessor_config.json"
+    if not preprocessor_path.is_file():
+        raise ConversionError(f"The CLIP checkpoint {name} has no preprocessor_config.json.")
+    return ClipSource(name, folder, read_json(folder / "config.json"), read_json(preprocessor_path))
+
+
+def clip_vision_config(clip: ClipSource) -> CLIPVisionConfig:
+    model_type = clip.config.get("model_type")
+    if model_type == "clip":
+        return CLIPConfig.from_dict(clip.config).vision_config
+    if model_type == "clip_vision_model":
+        return CLIPVisionConfig.from_dict(clip.config)
+    raise ConversionError(f"{clip.name} is not a CLIP checkpoint (model_type {model_type!r}); LLaVA-1.5 uses CLIP.")
+
+
+def image_processor_kwargs(preprocessor: dict, default_pad: bool) -> dict:
+    """MatryoshkaLlavaImageProcessor arguments from a CLIP-style preprocessor_config.json."""
+    size = preprocessor.get("size", 336)
+    if isinstance(size, dict):
+        size = size.get("shortest_edge", min(size.values()))
+    crop = preprocessor.get("crop_size", size)
+    if not isinstance(crop, dict):
+        crop = {"height": crop, "width": crop}
+    kwargs = {
+        "do_pad": preprocessor.get("do_pad", default_pad),
+        "size": {"shortest_edge": int(size)},
+        "crop_size": {"height": int(crop["height"]), "width": int(crop["width"])},
+    }
+    for key in ("resample", "rescale_factor", "image_mean", "image_std"):
+        if key in preprocessor:
+            kwargs[key] = preprocessor[key]
+    return kwargs
+
+
+def read_card_metadata(folder: Path) -> dict:
+    """The source model card's YAML metadata (license, datasets), or {} without a card."""
+    readme = folder / "README.md"
+    if not readme.is_file():
+        return {}
+    from huggingface_hub import ModelCard
+
+    try:
+        return ModelCard.load(readme).data.to_dict()
+    except Exception:  # noqa: BLE001 (a malformed source card only costs the defaults it would have provided)
+        return {}
