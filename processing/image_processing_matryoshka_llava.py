@@ -144,14 +144,15 @@ class MatryoshkaLlavaImageProcessor(BaseImageProcessor):
 
 
 def flatten_images(images) -> list:
-    """A single image, a list of images, or a list of per-sample lists -> one flat list in order."""
+    """A single image, a sequence of images, or a list of per-sample lists -> one flat list in order."""
     if images is None:
         return []
-    if isinstance(images, (list, tuple)):
-        return [image for item in images for image in flatten_images(item)]
-    if isinstance(images, (np.ndarray, torch.Tensor)) and images.ndim == 4:
-        return list(images)
-    return [images]
+    if isinstance(images, (np.ndarray, torch.Tensor)):
+        return list(images) if images.ndim == 4 else [images]
+    if isinstance(images, (str, bytes, os.PathLike, Image.Image, dict)) or not hasattr(images, "__iter__"):
+        return [images]
+    # lists, tuples and other sequences (e.g. a `datasets` image column), possibly one list per sample
+    return [image for item in images for image in flatten_images(item)]
 
 
 __all__ = ["MatryoshkaLlavaImageProcessor", "load_image"]

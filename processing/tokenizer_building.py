@@ -40,3 +40,23 @@ def build_byte_level_tokenizer(
     )
     wrapped.add_special_tokens({"additional_special_tokens": list(extra_special_tokens)})
     return wrapped
+
+
+def build_word_level_tokenizer(words: Iterable[str], extra_special_tokens: tuple[str, ...] = ("<image>",)):
+    """A word-level tokenizer over a closed vocabulary (words and punctuation split apart, joined by spaces when
+    decoded): the smallest tokenizer a tiny model trained on a synthetic benchmark needs."""
+    vocab = {token: index for index, token in enumerate(SPECIAL_TOKENS)}
+    for word in words:
+        vocab.setdefault(word, len(vocab))
+    tokenizer = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.decoder = decoders.WordPiece(prefix="##", cleanup=True)
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", vocab["<s>"])]
+    )
+    wrapped = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
+        padding_side="left",
+    )
+    wrapped.add_special_tokens({"additional_special_tokens": list(extra_special_tokens)})
+    return wrapped

@@ -147,3 +147,12 @@ def test_processor_save_and_load_round_trip(processor, tmp_path):
     b = loaded(images=image, text="USER: <image>\nHi ASSISTANT:", return_tensors="pt")
     assert all(torch.equal(a[key], b[key]) for key in a)
     assert loaded.chat_template == processor.chat_template
+
+
+def test_a_datasets_image_column_is_accepted(processor):
+    import datasets
+
+    images = [Image.new("RGB", (10, 12), (i * 40, 0, 0)) for i in range(3)]
+    column = datasets.Dataset.from_dict({"image": images}, features=datasets.Features({"image": datasets.Image()}))["image"]
+    from_column = processor.image_processor(column, return_tensors="pt")["pixel_values"]
+    assert torch.equal(from_column, processor.image_processor(images, return_tensors="pt")["pixel_values"])
