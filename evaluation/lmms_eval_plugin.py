@@ -1,0 +1,196 @@
+"""lmms-eval model plugin: `--model matryoshka_llava --model_args pretrained=PATH,num_visual_tokens=36`.
+
+Registered through lmms-eval's `lmms_eval.models` entry point (see pyproject.toml), so any lmms-eval task runs a
+Matryoshka model at a chosen visual-token count, or a plain LLaVA with a training-free `baseline`:
+
+    lmms-eval --model matryoshka_llava \
+        --model_args pretrained=PATH,num_visual_tokens=36[,baseline=average_pooling,batch_size=8,device=cuda] \
+        --tasks pope --output_path out/
+
+This module imports lmms-eval; it is only loaded by lmms-eval itself.
+"""
+
+import torch
+from lmms_eval.api.instance import Instance
+from lmms_eval.api.model import lmms
+from lmms_eval.models.registry_v2 import ModelManifest
+from tqdm.auto import tqdm
+
+from .distributed import distributed_state
+from .model_loading import load_model_for_eval
+from .runner import chat_prompt
+
+MODEL_ID = "matryoshka_llava"
+
+
+def model_manifest() -> ModelManifest:
+    """The entry point's payload: lmms-eval's registry resolves `--model matryoshka_llava` to the class below."""
+    return ModelManifest(model_id=MODEL_ID, simple_class_path=f"{__name__}.MatryoshkaLlava")
+
+
+def _as_bool(value) -> bool:
+    return value if isinstance(value, bool) else str(value).lower() in ("1", "true", "yes")
+
+
+class MatryoshkaLlava(lmms):
+    """An M3 / MQT checkpoint (or a plain LLaVA with a training-free `baseline`) at `num_visual_tokens` per image."""
+
+    is_simple = True
+
+    def __init__(
+        self,
+        pretrained: str,
+        num_visual_tokens: int | None = None,
+        baseline: str | None = None,
+        device: str | None = None,
+        dtype: str = "auto",
+        batch_size: int = 1,
+        max_new_tokens: int = 128,
+        trust_remote_code: bool = False,
+        **unexpected,
+    ):
+        super().__init__()
+        if unexpected:
+            raise ValueError(
+                f"Unknown model_args {sorted(unexpected)} for {MODEL_ID}; expected pretrained, num_visual_tokens, "
+                "baseline, device, dtype, batch_size, max_new_tokens, trust_remote_code."
+            )
+        state = distributed_state()
+        self._model, self.processor = load_model_for_eval(
+            pretrained, baseline or None, device=device, dtype=dtype, trust_remote_code=_as_bool(trust_remote_code)
+        )
+        count = self._model.config.num_visual_tokens if num_visual_tokens in (None, "") else num_visual_tokens
+        if isinstance(count, str):
+            if not count.strip().lstrip("-").isdigit():
+                raise ValueError(f"num_visual_tokens={count!r} is not an integer.")
+            count = int(count)
+        self.num_visual_tokens = self._model.model.resolve_num_visual_tokens(count, 1)[0]
+        self.batch_size_per_gpu = int(batch_size)
+        self.max_new_tokens = int(max_new_tokens)
+        self._rank, self._world_size = state.process_index, state.num_processes
+        self._device = self._model.device
+
+    @property
+    def model(self):
+        return self._model
+
+    @property
+    def tokenizer(self):
+        return self.processor.tokenizer
+
+    @property
+    def batch_size(self) -> int:
+        return self.batch_size_per_gpu
+
+    @property
+    def device(self):
+        return self._device
+
+    def _doc(self, task: str, split: str, doc_id):
+        return self.task_dict[task][split][doc_id]
+
+    def _prompt(self, context: str, num_images: int) -> str:
+        image_token = self.processor.image_token
+        if image_token in context:  # the task placed its images itself
+            return self.processor.apply_chat_template(
+                [{"role": "user", "content": context}], add_generation_prompt=True
+            )
+        return chat_prompt(self.processor, context, num_images)
+
+    def _images(self, doc_to_visual, doc) -> list:
+        visuals = doc_to_visual(doc) if doc_to_visual is not None else []
+        visuals = [visual for visual in (visuals or []) if visual is not None]
+        if any(isinstance(visual, str) for visual in visuals):
+            raise ValueError(f"{MODEL_ID} takes images; this task gives video files ({visuals[:1]}).")
+        if not visuals:
+            raise ValueError(f"{MODEL_ID} needs at least one image per request; this task gives none.")
+        return visuals
+
+    def _inputs(self, prompts: list[str], images: list) -> dict:
+        inputs = self.processor(images=images, text=prompts, padding=True, padding_side="left", return_tensors="pt")
+        return {
+            "input_ids": inputs["input_ids"].to(self.device),
+            "attention_mask": inputs["attention_mask"].to(self.device),
+            "pixel_values": inputs["pixel_values"].to(self.device, self.model.dtype),
+        }
+
+    def generate_until(self, requests: list[Instance]) -> list[str]:
+        arguments = [request.args for request in requests]
+        # Longest prompts first (as lmms-eval's models do); equal generation settings share a batch.
+        order = sorted(range(len(arguments)), key=lambda i: (str(sorted(arguments[i][1].items())), -len(arguments[i][0])))
+        results: list[str | None] = [None] * len(arguments)
+        progress = tqdm(total=len(arguments), disable=self.rank != 0, desc=f"{MODEL_ID}@{self.num_visual_tokens}")
+        start = 0
+        while start < len(order):
+            settings = arguments[order[start]][1]
+            batch = [order[start]]
+            while (len(batch) < self.batch_size and start + len(batch) < len(order)
+                   and arguments[order[start + len(batch)]][1] == settings):
+                batch.append(order[start + len(batch)])
+            start += len(batch)
+            prompts, images = [], []
+            for index in batch:
+                context, _, doc_to_visual, doc_id, task, split = arguments[index]
+                visuals = self._images(doc_to_visual, self._doc(task, split, doc_id))
+                prompts.append(self._prompt(context, len(visuals)))
+                images.extend(visuals)
+            texts = self._generate(prompts, images, dict(settings))
+            for index, text in zip(batch, texts):
+                results[index] = text
+            progress.update(len(batch))
+        progress.close()
+        return results
+
+    def _generate(self, prompts: list[str], images: list, settings: dict) -> list[str]:
+        until = settings.pop("until", None) or []
+        until = [until] if isinstance(until, str) else list(until)
+        temperature = float(settings.get("temperature", 0) or 0)
+        kwargs = {
+            "max_new_tokens": int(settings.get("max_new_tokens", self.max_new_tokens)),
+            "num_beams": int(settings.get("num_beams", 1) or 1),
+            "do_sample": temperature > 0,
+            "pad_token_id": self.tokenizer.pad_token_id,
+        }
+        if temperature > 0:
+            kwargs.update(temperature=temperature, top_p=settings.get("top_p") or 1.0)
+        inputs = self._inputs(prompts, images)
+        with torch.inference_mode():
+            output = self.model.generate(**inputs, num_visual_tokens=self.num_visual_tokens, **kwargs)
+        texts = self.processor.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+        cut = []
+        for text in texts:
+            for stop in until:
+                if stop and stop in text:
+                    text = text.split(stop)[0]
+            cut.append(text.strip())
+        return cut
+
+    def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
+        results = []
+        for request in tqdm(requests, disable=self.rank != 0, desc=f"{MODEL_ID}@{self.num_visual_tokens} loglik"):
+            context, target, doc_to_visual, doc_id, task, split = request.args
+            doc = self._doc(task, split, doc_id)
+            continuation = target if isinstance(target, str) else target(doc)
+            visuals = self._images(doc_to_visual, doc)
+            prompt = self._prompt(context, len(visuals))
+            prompt_ids = self.processor(text=[prompt])["input_ids"][0]
+            inputs = self._inputs([prompt + continuation], visuals)
+            full_ids = inputs["input_ids"][0].tolist()
+            shared = 0
+            while shared < min(len(prompt_ids), len(full_ids)) and prompt_ids[shared] == full_ids[shared]:
+                shared += 1
+            num_continuation = len(full_ids) - shared
+            if num_continuation < 1:
+                raise ValueError(f"The continuation {continuation!r} adds no tokens to the prompt.")
+            with torch.inference_mode():
+                logits = self.model(**inputs, num_visual_tokens=self.num_visual_tokens).logits
+            # The continuation is the text tail, so its positions are the same before and after image expansion.
+            predicting = logits[0, -num_continuation - 1 : -1].float().log_softmax(-1)
+            targets = inputs["input_ids"][0, -num_continuation:]
+            logprob = predicting.gather(-1, targets.unsqueeze(-1)).sum().item()
+            greedy = bool((predicting.argmax(-1) == targets).all())
+            results.append((logprob, greedy))
+        return results
+
+    def generate_until_multi_round(self, requests) -> list[str]:
+        raise NotImplementedError(f"{MODEL_ID} does not implement lmms-eval's multi-round generation.")

@@ -1,0 +1,345 @@
+"""`evaluate`: every item generated greedily at every visual-token count, scored, with the oracle.
+
+Each batch of items is processed once (one processor call: compact `<image>` placeholders serve every count) and
+generated at each count. Batches are dealt round-robin to the processes of a data-parallel run; a batch's contents
+do not depend on the number of processes, so results are identical to one process. Item results are appended to a
+JSONL as they come; a rerun with the same file skips what it holds.
+"""
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from .data import (
+    apply_filters,
+    build_items,
+    column_mapping,
+    default_image_root,
+    get_preset,
+    load_eval_dataset,
+    preset_for_hub_id,
+)
+from .distributed import distributed_state, gather_records
+from .oracle import oracle
+from .tasks import EvalItem, aggregate_by_category, get_task
+
+logger = logging.getLogger(__name__)
+
+
+def default_num_visual_tokens(config) -> list[int]:
+    """The counts evaluated when none are given: M3's trained scales; for MQT the doubling ladder 2, 4, ... up to
+    its number of queries M (M included)."""
+    valid = list(config.valid_num_visual_tokens)
+    if getattr(config, "model_type", None) == "mqt_llava":
+        ladder, count = [], 2
+        while count < valid[-1]:
+            ladder.append(count)
+            count *= 2
+        return ladder + [valid[-1]]
+    return valid
+
+
+def check_num_visual_tokens(model, counts) -> list[int]:
+    """Sorted, de-duplicated counts, each validated by the model's own check (ValueError naming the valid values)."""
+    if counts is None:
+        return default_num_visual_tokens(model.config)
+    counts = list(counts)
+    if not counts:
+        raise ValueError("num_visual_tokens is empty: give at least one count.")
+    model.model.resolve_num_visual_tokens(counts, len(counts))
+    return sorted(set(counts))
+
+
+def chat_prompt(processor, question: str, num_images: int) -> str:
+    """The vicuna_v1 prompt with the images first; an image token written in the question itself is dropped (the
+    images are placed by the template)."""
+    question = question.replace(processor.image_token, "").strip()
+    content = [{"type": "image"}] * num_images + [{"type": "text", "text": question}]
+    return processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True)
+
+
+def greedy_generation_kwargs(model, processor, max_new_tokens: int) -> dict:
+    tokenizer = processor.tokenizer
+    pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    eos_token_id = model.generation_config.eos_token_id
+    return {
+        "do_sample": False,
+        "num_beams": 1,
+        "max_new_tokens": max_new_tokens,
+        "pad_token_id": pad_token_id,
+        "eos_token_id": eos_token_id if eos_token_id is not None else tokenizer.eos_token_id,
+    }
+
+
+# ---------------------------------------------------------------- the per-item JSONL
+
+
+class ResultsLog:
+    """Append-only JSONL: one header line naming the run, then one line per (item, count).
+
+    Processes append whole lines with single `os.write` calls on an O_APPEND descriptor, so lines of different
+    processes never interleave. A line cut short by an interruption is dropped on resume (and regenerated).
+    """
+
+    def __init__(self, path: str | os.PathLike, header: dict):
+        self.path = Path(path)
+        self.header = header
+
+    def prepare(self) -> None:
+        """Main process only: create the file with its header, or check the header and trim a torn last line."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not self.path.exists() or self.path.stat().st_size == 0:
+            self._append([{"run": self.header}])
+            return
+        with open(self.path, "rb+") as handle:
+            data = handle.read()
+            if not data.endswith(b"\n"):
+                handle.truncate(data.rfind(b"\n") + 1)
+        first = self.path.read_text().split("\n", 1)[0]
+        if not first:  # only a torn header was there
+            self._append([{"run": self.header}])
+            return
+        try:
+            header = json.loads(first).get("run")
+        except (json.JSONDecodeError, AttributeError):
+            header = None
+        if header is None:
+            raise ValueError(f"{self.path} is not a results file of `evaluate` (its first line is no run header).")
+        if header != self.header:
+            changed = {key: (header.get(key), value) for key, value in self.header.items() if header.get(key) != value}
+            raise ValueError(
+                f"{self.path} holds results of a different run (differs in {changed}, as (file, now)); use another "
+                "file or delete it."
+            )
+
+    def load(self) -> dict[tuple[str, int], dict]:
+        done, torn = {}, 0
+        if not self.path.exists():
+            return done
+        for line in self.path.read_text().splitlines()[1:]:
+            try:
+                record = json.loads(line)
+                done[(record["item_id"], record["num_visual_tokens"])] = record
+            except (json.JSONDecodeError, KeyError, TypeError):
+                torn += 1
+        if torn:
+            logger.warning("%s: skipped %d unreadable line(s); those results are regenerated.", self.path, torn)
+        return done
+
+    def append(self, records: list[dict]) -> None:
+        self._append(records)
+
+    def _append(self, records: list[dict]) -> None:
+        data = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records).encode()
+        descriptor = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(descriptor, data)
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+def _select_rows(inputs: dict, rows: list[int], images_per_row: list[int]) -> dict:
+    """The sub-batch of some rows, left padding that no row needs any more removed."""
+    starts = [sum(images_per_row[:row]) for row in range(len(images_per_row))]
+    image_rows = [starts[row] + offset for row in rows for offset in range(images_per_row[row])]
+    selected = {
+        "input_ids": inputs["input_ids"][rows],
+        "attention_mask": inputs["attention_mask"][rows],
+        "pixel_values": inputs["pixel_values"][image_rows],
+    }
+    keep_from = int((selected["attention_mask"].sum(0) > 0).nonzero()[0])
+    selected["input_ids"] = selected["input_ids"][:, keep_from:]
+    selected["attention_mask"] = selected["attention_mask"][:, keep_from:]
+    return selected
+
+
+def generate_batch(model, processor, items: list[EvalItem], questions: list[str], counts_per_item: list[list[int]],
+                   generation_kwargs: dict):
+    """Generate each item at each of its counts, the items processed once. Yields, count by count (ascending),
+    `(count, [(row, text), ...])` so that results can be saved as soon as they exist."""
+    prompts = [chat_prompt(processor, question, len(item.images)) for item, question in zip(items, questions)]
+    images = [image for item in items for image in item.images]
+    inputs = processor(images=images, text=prompts, padding=True, padding_side="left", return_tensors="pt")
+    images_per_row = [len(item.images) for item in items]
+    for count in sorted({count for counts in counts_per_item for count in counts}):
+        rows = [row for row, counts in enumerate(counts_per_item) if count in counts]
+        batch = inputs if len(rows) == len(items) else _select_rows(inputs, rows, images_per_row)
+        batch = {
+            "input_ids": batch["input_ids"].to(model.device),
+            "attention_mask": batch["attention_mask"].to(model.device),
+            "pixel_values": batch["pixel_values"].to(model.device, model.dtype),
+        }
+        with torch.inference_mode():
+            generated = model.generate(**batch, num_visual_tokens=count, **generation_kwargs)
+        texts = processor.batch_decode(generated[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+        yield count, [(row, text.strip()) for row, text in zip(rows, texts)]
+
+
+def load_benchmark(dataset=None, preset: str | None = None, split: str | None = None, dataset_config=None):
+    """(datasets.Dataset, name, split) of a Hub id, local file / folder or `datasets.Dataset`; without a dataset,
+    the preset's Hub dataset with its usual split and configuration."""
+    preset_spec = get_preset(preset) if preset else None
+    if dataset is None:
+        if preset_spec is None:
+            raise ValueError("Give a dataset (Hub id, local file or datasets.Dataset) or a preset.")
+        dataset = preset_spec.hub_id
+    if preset_spec is not None and dataset == preset_spec.hub_id:
+        split, dataset_config = split or preset_spec.split, dataset_config or preset_spec.config
+    loaded = load_eval_dataset(dataset, split=split, config=dataset_config)
+    name = str(dataset) if isinstance(dataset, (str, os.PathLike)) else _dataset_label(dataset)
+    return loaded, name, split or (str(loaded.split) if getattr(loaded, "split", None) else None)
+
+
+def evaluate(
+    model,
+    processor,
+    dataset,
+    task: str | None = None,
+    num_visual_tokens=None,
+    *,
+    preset: str | None = None,
+    columns=None,
+    split: str | None = None,
+    dataset_config: str | None = None,
+    limit: int | None = None,
+    batch_size: int = 8,
+    max_new_tokens: int | None = None,
+    prompt_suffix: str | None = None,
+    results_jsonl: str | os.PathLike | None = None,
+    baseline: str | None = None,
+    model_name: str | None = None,
+    dataset_name: str | None = None,
+    image_root: str | None = None,
+    progress: bool = True,
+) -> dict:
+    """Evaluate `model` on `dataset` at every count in `num_visual_tokens` (default: the model's usual counts).
+
+    dataset: a `datasets.Dataset`, a list of `EvalItem`s, a Hub id or a local data file / folder (loaded with
+        `split` and `dataset_config`), or None with a `preset` (its Hub dataset).
+    task: "open_vqa", "multiple_choice", "yes_no" or "exact_match" (default: the preset's).
+    preset / columns: the column layout; `columns` ({"role": "column"}) overrides single roles of the preset.
+    results_jsonl: per-item results are appended here as they come; rerunning with the same file resumes.
+    baseline: the training-free reduction in use (recorded in the results); by default the one
+        `load_model_for_eval` applied, or the model config's when it is a sampling reduction.
+
+    Returns the results dict (same on every process): per-count metrics overall and per category, the oracle.
+    """
+    state = distributed_state()
+    preset_name = preset or (preset_for_hub_id(dataset) if isinstance(dataset, str) else None)
+    preset_spec = get_preset(preset_name) if preset_name else None
+    task = get_task(task or (preset_spec.task if preset_spec else None) or _missing_task())
+    if prompt_suffix is None and preset_spec is not None:
+        prompt_suffix = preset_spec.prompt_suffix
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    max_new_tokens = max_new_tokens or task.default_max_new_tokens
+    counts = check_num_visual_tokens(model, num_visual_tokens)
+    if baseline is None:
+        baseline = getattr(model, "training_free_baseline", None)
+    if baseline is None and getattr(model.config, "visual_token_reduction", "average_pooling") != "average_pooling":
+        baseline = model.config.visual_token_reduction
+
+    if isinstance(dataset, list) and all(isinstance(item, EvalItem) for item in dataset):
+        items = dataset[:limit] if limit else list(dataset)
+        for item in items:
+            task.check_item(item)
+        source_name = dataset_name or "items"
+    else:
+        loaded, source_name, split = load_benchmark(dataset, preset_name, split, dataset_config)
+        source_name = dataset_name or source_name
+        if preset_spec is not None and preset_spec.filters:
+            loaded = apply_filters(loaded, preset_spec.filters)
+        mapping = column_mapping(preset_spec, columns)
+        items = build_items(loaded, task, mapping, limit=limit, image_root=image_root or default_image_root(dataset))
+    split = split or "all"
+
+    model_label = model_name or getattr(model.config, "_name_or_path", None) or type(model).__name__
+    header = {
+        "model": model_label, "dataset": source_name, "split": split, "task": task.name, "baseline": baseline,
+        "max_new_tokens": max_new_tokens, "prompt_suffix": prompt_suffix,
+    }
+    log = ResultsLog(results_jsonl, header) if results_jsonl is not None else None
+    if log is not None:
+        if state.is_main_process:
+            log.prepare()
+        state.wait_for_everyone()
+    done = log.load() if log is not None else {}
+
+    pending = [(item, [k for k in counts if (item.item_id, k) not in done]) for item in items]
+    pending = [(item, missing) for item, missing in pending if missing]
+    batches = [pending[start : start + batch_size] for start in range(0, len(pending), batch_size)]
+    my_batches = batches[state.process_index :: state.num_processes]
+    generation_kwargs = greedy_generation_kwargs(model, processor, max_new_tokens)
+
+    new_records = []
+    total = sum(len(missing) for batch in my_batches for _, missing in batch)
+    with tqdm(total=total, desc=f"eval {task.name}", unit="answer", disable=not (progress and state.is_main_process)) as bar:
+        for batch in my_batches:
+            batch_items = [item for item, _ in batch]
+            questions = [task.build_question(item, prompt_suffix) for item in batch_items]
+            missing = [counts_missing for _, counts_missing in batch]
+            for count, texts in generate_batch(model, processor, batch_items, questions, missing, generation_kwargs):
+                records = [
+                    {"item_id": batch_items[row].item_id, "num_visual_tokens": count,
+                     "category": batch_items[row].category, "prediction": text, **task.score(text, batch_items[row])}
+                    for row, text in texts
+                ]
+                if log is not None:
+                    log.append(records)
+                new_records.extend(records)
+                bar.update(len(records))
+
+    for record in gather_records(new_records, state):
+        done[(record["item_id"], record["num_visual_tokens"])] = record
+    return summarize(done, items, counts, task, header, preset_name)
+
+
+def summarize(done: dict, items: list[EvalItem], counts: list[int], task, header: dict, preset_name=None) -> dict:
+    """Results dict from the per-(item, count) records of these items."""
+    missing = [(item.item_id, k) for item in items for k in counts if (item.item_id, k) not in done]
+    if missing:
+        raise RuntimeError(f"{len(missing)} results are missing after evaluation, e.g. {missing[:3]}.")
+
+    per_k = []
+    for count in counts:
+        records = [done[(item.item_id, count)] for item in items]
+        per_k.append({
+            "num_visual_tokens": count,
+            "metrics": task.aggregate(records),
+            "by_category": aggregate_by_category(task, records),
+        })
+    scores = {item.item_id: {k: done[(item.item_id, k)]["score"] for k in counts} for item in items}
+    categories = {item.item_id: item.category for item in items}
+    return {
+        "model": header["model"],
+        "dataset": header["dataset"],
+        "split": header["split"],
+        "task": task.name,
+        "metric": task.main_metric,
+        "num_items": len(items),
+        "baseline": header["baseline"],
+        "per_k": per_k,
+        "oracle": oracle(scores, categories if any(categories.values()) else None),
+        "num_visual_tokens": counts,
+        "preset": preset_name,
+        "generation": {"max_new_tokens": header["max_new_tokens"], "prompt_suffix": header["prompt_suffix"],
+                       "do_sample": False, "num_beams": 1},
+        "categories": sorted({item.category for item in items if item.category is not None}),
+    }
+
+
+def _dataset_label(dataset) -> str:
+    info = getattr(dataset, "info", None)
+    return getattr(info, "dataset_name", None) or type(dataset).__name__
+
+
+def _missing_task():
+    raise ValueError("Give a task type (open_vqa, multiple_choice, yes_no, exact_match) or a preset that implies one.")
