@@ -9,7 +9,7 @@ import os
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 from transformers.feature_extraction_utils import BatchFeature
 from transformers.image_processing_utils import BaseImageProcessor
 
@@ -22,12 +22,17 @@ def load_image(image, index: int = 0) -> Image.Image:
     if isinstance(image, (str, os.PathLike, bytes)):
         source = io.BytesIO(image) if isinstance(image, bytes) else image
         name = "bytes" if isinstance(image, bytes) else os.fspath(image)
+        # Some libraries (e.g. lmms-eval) switch PIL to padding truncated files silently for the whole process;
+        # decode strictly here so a truncated file is an error, not a partly grey image.
+        lenient, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False
         try:
             with Image.open(source) as opened:
                 opened.load()  # decode now: a truncated file fails here, not later mid-batch
                 image = ImageOps.exif_transpose(opened)
         except (OSError, UnidentifiedImageError, SyntaxError) as error:
             raise ValueError(f"Image {index} ({name}) could not be decoded: {error}") from error
+        finally:
+            ImageFile.LOAD_TRUNCATED_IMAGES = lenient
     elif isinstance(image, torch.Tensor):
         image = array_to_pil(image.detach().cpu().numpy(), index)
     elif isinstance(image, np.ndarray):

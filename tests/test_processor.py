@@ -96,6 +96,14 @@ def test_zero_size_and_undecodable_images_raise_clear_errors(processor, tmp_path
     truncated.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
     with pytest.raises(ValueError, match="truncated.png.*could not be decoded"):
         processor.image_processor(str(truncated))
+    from PIL import ImageFile
+
+    ImageFile.LOAD_TRUNCATED_IMAGES = True  # as lmms-eval sets it for the whole process
+    try:
+        with pytest.raises(ValueError, match="truncated.png.*could not be decoded"):
+            processor.image_processor(str(truncated))
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
     with pytest.raises(ValueError, match="unsupported type"):
         processor.image_processor(12)
 
