@@ -46,30 +46,36 @@ class M3LlavaConfig(LlavaConfig):
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
-        grid_size = patch_grid_size(self.vision_config)
-        if self.matryoshka_scales is None:
-            self.matryoshka_scales = nested_pooling_scales(grid_size)
-        self.matryoshka_scales = sorted(int(scale) for scale in self.matryoshka_scales)
-        for scale in self.matryoshka_scales:
-            side = math.isqrt(scale)
-            if scale < 1 or side * side != scale or grid_size % side != 0:
-                raise ValueError(
-                    f"matryoshka_scales holds {scale}, which does not pool a {grid_size}x{grid_size} patch grid "
-                    "evenly: each scale must be s*s with s dividing the grid side."
-                )
-        if self.num_visual_tokens is None:
-            self.num_visual_tokens = grid_size * grid_size
-        if self.num_visual_tokens not in self.matryoshka_scales:
-            raise ValueError(
-                f"num_visual_tokens={self.num_visual_tokens} must be {describe_valid(self.matryoshka_scales)}."
-            )
-        if self.visual_token_reduction not in VISUAL_TOKEN_REDUCTIONS:
-            raise ValueError(f"visual_token_reduction must be one of {VISUAL_TOKEN_REDUCTIONS}.")
-        self.image_seq_length = grid_size * grid_size
+        resolve_m3_fields(self)
 
     @property
     def valid_num_visual_tokens(self) -> list[int]:
         return self.matryoshka_scales
 
 
-__all__ = ["M3LlavaConfig", "patch_grid_size"]
+def resolve_m3_fields(config) -> None:
+    """Fill in and check the M3 fields of a config (shared by M3-LLaVA and M3-LLaVA-NeXT, whose per-crop grid is
+    the same patch grid): `matryoshka_scales`, `num_visual_tokens`, `visual_token_reduction`, `image_seq_length`."""
+    grid_size = patch_grid_size(config.vision_config)
+    if config.matryoshka_scales is None:
+        config.matryoshka_scales = nested_pooling_scales(grid_size)
+    config.matryoshka_scales = sorted(int(scale) for scale in config.matryoshka_scales)
+    for scale in config.matryoshka_scales:
+        side = math.isqrt(scale)
+        if scale < 1 or side * side != scale or grid_size % side != 0:
+            raise ValueError(
+                f"matryoshka_scales holds {scale}, which does not pool a {grid_size}x{grid_size} patch grid "
+                "evenly: each scale must be s*s with s dividing the grid side."
+            )
+    if config.num_visual_tokens is None:
+        config.num_visual_tokens = grid_size * grid_size
+    if config.num_visual_tokens not in config.matryoshka_scales:
+        raise ValueError(
+            f"num_visual_tokens={config.num_visual_tokens} must be {describe_valid(config.matryoshka_scales)}."
+        )
+    if config.visual_token_reduction not in VISUAL_TOKEN_REDUCTIONS:
+        raise ValueError(f"visual_token_reduction must be one of {VISUAL_TOKEN_REDUCTIONS}.")
+    config.image_seq_length = grid_size * grid_size
+
+
+__all__ = ["M3LlavaConfig", "patch_grid_size", "resolve_m3_fields"]

@@ -20,7 +20,9 @@ class M3LlavaModel(MatryoshkaLlavaModelBase):
         features = super().encode_images(pixel_values, vision_feature_layer, vision_feature_select_strategy)
         return self.multi_modal_projector(features)
 
-    def reduce_image_features(self, encoded_images: torch.Tensor, num_visual_tokens: list[int]) -> list[torch.Tensor]:
+    def reduce_image_features(
+        self, encoded_images: torch.Tensor, num_visual_tokens: list[int], image_layouts=None
+    ) -> list[torch.Tensor]:
         reduced: list[torch.Tensor | None] = [None] * len(num_visual_tokens)
         for count in sorted(set(num_visual_tokens)):  # images sharing a count are pooled together
             indices = [i for i, k in enumerate(num_visual_tokens) if k == count]

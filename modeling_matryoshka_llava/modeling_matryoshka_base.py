@@ -3,6 +3,10 @@
 Subclasses supply the projector and `reduce_image_features`; everything else (vision feature selection, the
 placeholder rule of `image_placeholders`, merging, the language model, loss and generation) lives here once.
 State-dict keys are those of transformers' `LlavaForConditionalGeneration`.
+
+Models whose images do not all become the same grid (LLaVA-NeXT: the token count depends on each image's size and
+crop grid) name their extra per-image inputs in `image_input_names` and turn them into one layout per image in
+`image_layouts`; every hook that counts or lays out tokens receives those layouts (None for LLaVA-1.5).
 """
 
 from dataclasses import dataclass
@@ -47,6 +51,10 @@ class MatryoshkaLlavaPreTrainedModel(LlavaPreTrainedModel):
 class MatryoshkaLlavaModelBase(MatryoshkaLlavaPreTrainedModel):
     """Vision tower -> projector -> token reduction to k per image -> merged into the language model's input."""
 
+    # Inputs besides `pixel_values` that describe each image (LLaVA-NeXT: `image_sizes`, `image_grid_shapes`).
+    # Forward and generate hand them to `image_layouts`; they never reach the language model.
+    image_input_names: tuple[str, ...] = ()
+
     def __init__(self, config):
         super().__init__(config)
         self.vision_tower = AutoModel.from_config(config.vision_config)
@@ -57,15 +65,32 @@ class MatryoshkaLlavaModelBase(MatryoshkaLlavaPreTrainedModel):
     def build_projector(self, config) -> nn.Module:
         raise NotImplementedError
 
+    def image_layouts(self, pixel_values: torch.Tensor, **image_inputs) -> list | None:
+        """One layout per image: what, besides the count, decides how many tokens it becomes and where they go.
+
+        None when every image becomes the same grid (LLaVA-1.5). Raises ValueError on inconsistent inputs.
+        """
+        return None
+
+    def pop_image_inputs(self, kwargs: dict) -> dict:
+        """Remove this model's `image_input_names` from `kwargs` and return them."""
+        return {name: kwargs.pop(name) for name in self.image_input_names if name in kwargs}
+
+    def vision_tower_inputs(self, pixel_values: torch.Tensor, image_layouts: list | None) -> torch.Tensor:
+        """The (num_crops, channels, height, width) batch the vision tower encodes: the images themselves here."""
+        return pixel_values
+
     def encode_images(self, pixel_values: torch.Tensor, vision_feature_layer=None, vision_feature_select_strategy=None):
         """The per-image work every count shares (vision tower; M3 adds its projector): (N, patches, width)."""
         return self.get_vision_features(pixel_values, vision_feature_layer, vision_feature_select_strategy)
 
-    def reduce_image_features(self, encoded_images: torch.Tensor, num_visual_tokens: list[int]) -> list[torch.Tensor]:
-        """`encode_images` output -> one (k_i, text width) tensor per image."""
+    def reduce_image_features(
+        self, encoded_images: torch.Tensor, num_visual_tokens: list[int], image_layouts: list | None = None
+    ) -> list[torch.Tensor]:
+        """`encode_images` output -> one (tokens_i, text width) tensor per image."""
         raise NotImplementedError
 
-    def num_image_tokens(self, num_visual_tokens: int, image_index: int) -> int:
+    def num_image_tokens(self, num_visual_tokens: int, image_index: int, image_layout=None) -> int:
         """How many placeholder positions an image fills at a given `num_visual_tokens`."""
         return num_visual_tokens
 
@@ -89,6 +114,7 @@ class MatryoshkaLlavaModelBase(MatryoshkaLlavaPreTrainedModel):
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         padding_side: str = "left",
+        image_layouts: list | None = None,
     ):
         """Validate `num_visual_tokens`, then expand compact placeholders (see `image_placeholders`).
 
@@ -98,12 +124,18 @@ class MatryoshkaLlavaModelBase(MatryoshkaLlavaPreTrainedModel):
         requested = self.resolve_num_visual_tokens(num_visual_tokens, num_images)
         runs = find_image_runs(input_ids, self.config.image_token_id)
         check_runs_match_images(runs, num_images)
+        layouts = image_layouts if image_layouts is not None else [None] * num_images
         if requested is None:
             requested = [
-                self.config.num_visual_tokens if run.length == 1 else self._count_for_run_length(run.length, index)
+                self.config.num_visual_tokens
+                if run.length == 1
+                else self._count_for_run_length(run.length, index, layouts[index])
                 for index, run in enumerate(runs)
             ]
-        tokens_per_image = [self.num_image_tokens(count, index) for index, count in enumerate(requested)]
+        tokens_per_image = [
+            self.num_image_tokens(count, index, layout)
+            for index, (count, layout) in enumerate(zip(requested, layouts))
+        ]
         pad_token_id = self.config.text_config.pad_token_id
         input_ids, attention_mask, labels = expand_image_placeholders(
             input_ids,
@@ -116,9 +148,9 @@ class MatryoshkaLlavaModelBase(MatryoshkaLlavaPreTrainedModel):
         )
         return input_ids, attention_mask, labels, requested
 
-    def _count_for_run_length(self, run_length: int, image_index: int) -> int:
+    def _count_for_run_length(self, run_length: int, image_index: int, image_layout=None) -> int:
         for count in self.config.valid_num_visual_tokens:
-            if self.num_image_tokens(count, image_index) == run_length:
+            if self.num_image_tokens(count, image_index, image_layout) == run_length:
                 return count
         raise ValueError(
             f"Image {image_index} has a run of {run_length} placeholder tokens, which matches no valid "
@@ -146,14 +178,20 @@ class MatryoshkaLlavaModelBase(MatryoshkaLlavaPreTrainedModel):
         vision_feature_select_strategy=None,
         **kwargs,
     ) -> BaseModelOutputWithPooling:
-        """Visual tokens per image at the requested count(s): `pooler_output` is a list of (k_i, hidden) tensors.
+        """Visual tokens per image at the requested count(s): `pooler_output` is a list of (tokens, hidden) tensors.
 
-        The vision tower and projector run once for the whole batch, whatever mix of counts it asks for.
+        The vision tower and projector run once for the whole batch, whatever mix of counts it asks for. Inputs named
+        in `image_input_names` (e.g. `image_sizes`) are taken from the keyword arguments.
         """
+        layouts = self.image_layouts(pixel_values, **self.pop_image_inputs(kwargs))
         counts = self.resolve_num_visual_tokens(num_visual_tokens, pixel_values.shape[0])
         counts = counts or [self.config.num_visual_tokens] * pixel_values.shape[0]
-        encoded = self.encode_images(pixel_values, vision_feature_layer, vision_feature_select_strategy)
-        return BaseModelOutputWithPooling(last_hidden_state=encoded, pooler_output=self.reduce_image_features(encoded, counts))
+        encoded = self.encode_images(
+            self.vision_tower_inputs(pixel_values, layouts), vision_feature_layer, vision_feature_select_strategy
+        )
+        return BaseModelOutputWithPooling(
+            last_hidden_state=encoded, pooler_output=self.reduce_image_features(encoded, counts, layouts)
+        )
 
     def forward(
         self,
@@ -176,11 +214,16 @@ class MatryoshkaLlavaModelBase(MatryoshkaLlavaPreTrainedModel):
         """
         if (input_ids is None) ^ (inputs_embeds is not None):
             raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
+        image_inputs = self.pop_image_inputs(kwargs)
         if pixel_values is not None and image_features is None:
             if input_ids is None:
                 raise ValueError("Images need `input_ids` that mark where their visual tokens go.")
             expanded_ids, attention_mask, _, counts = self.expand_image_placeholders(
-                input_ids, pixel_values.shape[0], num_visual_tokens, attention_mask
+                input_ids,
+                pixel_values.shape[0],
+                num_visual_tokens,
+                attention_mask,
+                image_layouts=self.image_layouts(pixel_values, **image_inputs),
             )
             if expanded_ids is not input_ids and position_ids is not None:
                 raise ValueError(
@@ -189,7 +232,7 @@ class MatryoshkaLlavaModelBase(MatryoshkaLlavaPreTrainedModel):
                 )
             input_ids = expanded_ids
             image_features = self.get_image_features(
-                pixel_values, counts, vision_feature_layer, vision_feature_select_strategy
+                pixel_values, counts, vision_feature_layer, vision_feature_select_strategy, **image_inputs
             ).pooler_output
 
         if inputs_embeds is None:
@@ -270,9 +313,10 @@ class MatryoshkaLlavaForConditionalGenerationBase(MatryoshkaLlavaPreTrainedModel
             once per count, and `loss` is the mean of the per-count losses (`loss_per_num_visual_tokens`, in the
             order given). Needs `labels`; the returned logits are those of the last count.
         """
+        image_inputs = self.model.pop_image_inputs(kwargs)
         if multi_scale_num_visual_tokens is not None:
             return self._multi_scale_forward(
-                input_ids, pixel_values, attention_mask, labels, multi_scale_num_visual_tokens, **kwargs
+                input_ids, pixel_values, attention_mask, labels, multi_scale_num_visual_tokens, image_inputs, **kwargs
             )
         if pixel_values is not None and input_ids is not None:
             input_ids, attention_mask, labels, num_visual_tokens = self.model.expand_image_placeholders(
@@ -282,6 +326,7 @@ class MatryoshkaLlavaForConditionalGenerationBase(MatryoshkaLlavaPreTrainedModel
                 attention_mask,
                 labels,
                 padding_side=self._expansion_padding_side(attention_mask, labels),
+                image_layouts=self.model.image_layouts(pixel_values, **image_inputs),
             )
         outputs = self.model(
             input_ids=input_ids,
@@ -291,6 +336,7 @@ class MatryoshkaLlavaForConditionalGenerationBase(MatryoshkaLlavaPreTrainedModel
             past_key_values=past_key_values,
             inputs_embeds=inputs_embeds,
             num_visual_tokens=num_visual_tokens,
+            **image_inputs,
             **kwargs,
         )
         hidden_states = outputs.last_hidden_state
@@ -317,7 +363,9 @@ class MatryoshkaLlavaForConditionalGenerationBase(MatryoshkaLlavaPreTrainedModel
         left_padded = attention_mask is not None and bool((attention_mask[:, 0] == 0).any())
         return "left" if labels is None or left_padded else "right"
 
-    def _multi_scale_forward(self, input_ids, pixel_values, attention_mask, labels, counts, **kwargs):
+    def _multi_scale_forward(
+        self, input_ids, pixel_values, attention_mask, labels, counts, image_inputs=None, **kwargs
+    ):
         if labels is None or input_ids is None:
             raise ValueError("multi_scale_num_visual_tokens is for training: pass input_ids and labels.")
         if not counts:
@@ -325,15 +373,19 @@ class MatryoshkaLlavaForConditionalGenerationBase(MatryoshkaLlavaPreTrainedModel
         for count in counts:
             self.model.resolve_num_visual_tokens(count, 1)
         num_images = 0 if pixel_values is None else pixel_values.shape[0]
-        encoded = self.model.encode_images(pixel_values) if num_images else None
+        layouts, encoded = None, None
+        if num_images:
+            layouts = self.model.image_layouts(pixel_values, **(image_inputs or {}))
+            encoded = self.model.encode_images(self.model.vision_tower_inputs(pixel_values, layouts))
         losses, logits = [], None
         # Without images every count sees the same sequence: one forward serves them all.
         for count in counts if num_images else counts[:1]:
             ids, mask, count_labels, per_image = self.model.expand_image_placeholders(
                 input_ids, num_images, count, attention_mask, labels,
                 padding_side=self._expansion_padding_side(attention_mask, labels),
+                image_layouts=layouts,
             )
-            features = self.model.reduce_image_features(encoded, per_image) if num_images else None
+            features = self.model.reduce_image_features(encoded, per_image, layouts) if num_images else None
             outputs = self.model(input_ids=ids, attention_mask=mask, image_features=features, **kwargs)
             logits = self.lm_head(outputs.last_hidden_state)
             losses.append(
@@ -367,8 +419,13 @@ class MatryoshkaLlavaForConditionalGenerationBase(MatryoshkaLlavaPreTrainedModel
                 self.model.resolve_num_visual_tokens(num_visual_tokens, 0 if pixel_values is None else len(pixel_values))
             return super().generate(input_ids, *args, **kwargs)
 
+        image_inputs = {name: kwargs[name] for name in self.model.image_input_names if kwargs.get(name) is not None}
         expanded_ids, attention_mask, _, counts = self.model.expand_image_placeholders(
-            input_ids, pixel_values.shape[0], num_visual_tokens, kwargs.pop("attention_mask", None)
+            input_ids,
+            pixel_values.shape[0],
+            num_visual_tokens,
+            kwargs.pop("attention_mask", None),
+            image_layouts=self.model.image_layouts(pixel_values, **image_inputs),
         )
         if attention_mask is not None:
             kwargs["attention_mask"] = attention_mask

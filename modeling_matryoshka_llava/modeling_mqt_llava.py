@@ -27,7 +27,9 @@ class MQTLlavaModel(MatryoshkaLlavaModelBase):
         else:
             super()._init_weights(module)
 
-    def reduce_image_features(self, encoded_images: torch.Tensor, num_visual_tokens: list[int]) -> list[torch.Tensor]:
+    def reduce_image_features(
+        self, encoded_images: torch.Tensor, num_visual_tokens: list[int], image_layouts=None
+    ) -> list[torch.Tensor]:
         # Queries do not interact, so one pass with the largest count serves every image's first k_i outputs.
         tokens = self.multi_modal_projector(encoded_images, max(num_visual_tokens))
         return [image_tokens[:count] for image_tokens, count in zip(tokens, num_visual_tokens)]

@@ -1,0 +1,221 @@
+"""M3-LLaVA-NeXT: LLaVA-NeXT whose projected visual tokens are average-pooled per crop to the requested count.
+
+Each image arrives as its base crop (the whole image resized) plus a rows x columns grid of crops. Every crop's
+patch grid is pooled to sqrt(k) x sqrt(k); then, as in LLaVA-NeXT, the base crop's tokens come first and the grid
+crops are laid out spatially on the *pooled* grid, un-padded to the image's aspect ratio, with one `image_newline`
+per row. The grid each image was cut into comes from `image_grid_shapes` when given (so a processor may use other
+`image_grid_pinpoints` than the model's config), otherwise from `image_sizes` and `config.image_grid_pinpoints` as
+in transformers' `LlavaNextForConditionalGeneration`, whose state-dict keys this model shares.
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import AutoModel
+from transformers import initialization as init
+from transformers.models.llava_next.modeling_llava_next import (
+    LlavaNextMultiModalProjector,
+    get_anyres_image_grid_shape,
+    unpad_image,
+)
+
+from .configuration_m3_llava_next import M3LlavaNextConfig
+from .modeling_matryoshka_base import (
+    MatryoshkaLlavaForConditionalGenerationBase,
+    MatryoshkaLlavaModelBase,
+    MatryoshkaLlavaPreTrainedModel,
+)
+from .token_reducers import reduce_visual_tokens
+
+
+@dataclass(frozen=True)
+class AnyresImageLayout:
+    """How one image was cut: its original (height, width) and the (rows, columns) of its grid crops.
+
+    A grid of (0, 0) means the base crop alone (one newline after its tokens, as LLaVA-NeXT does).
+    """
+
+    image_size: tuple[int, int]
+    grid_shape: tuple[int, int]
+
+    @property
+    def num_crops(self) -> int:
+        return 1 + self.grid_shape[0] * self.grid_shape[1]
+
+
+def _pairs(values, name: str, num_images: int, minimum: int) -> list[tuple[int, int]]:
+    """(num_images, 2) integers from a tensor, array or nested list; ValueError naming `name` otherwise."""
+    pairs = values.tolist() if hasattr(values, "tolist") else [list(pair) for pair in values]
+    if len(pairs) != num_images or any(len(pair) != 2 for pair in pairs):
+        raise ValueError(f"{name} must hold one (2,) pair per image: {num_images} images, got {pairs!r}.")
+    for pair in pairs:
+        if any(isinstance(value, bool) or int(value) != value or value < minimum for value in pair):
+            raise ValueError(f"{name} holds {pair}: expected integers >= {minimum}.")
+    return [(int(first), int(second)) for first, second in pairs]
+
+
+class M3LlavaNextModel(MatryoshkaLlavaModelBase):
+    config_class = M3LlavaNextConfig
+    config: M3LlavaNextConfig
+    image_input_names = ("image_sizes", "image_grid_shapes")
+
+    def __init__(self, config: M3LlavaNextConfig):
+        # LLaVA-NeXT's modules plus `image_newline`, which the base constructor does not create.
+        MatryoshkaLlavaPreTrainedModel.__init__(self, config)
+        self.vision_tower = AutoModel.from_config(config.vision_config)
+        self.multi_modal_projector = self.build_projector(config)
+        embed_std = 1 / math.sqrt(config.text_config.hidden_size)
+        self.image_newline = nn.Parameter(torch.randn(config.text_config.hidden_size, dtype=self.dtype) * embed_std)
+        self.language_model = AutoModel.from_config(config.text_config)
+        self.post_init()
+
+    def build_projector(self, config: M3LlavaNextConfig) -> LlavaNextMultiModalProjector:
+        return LlavaNextMultiModalProjector(config)
+
+    @torch.no_grad()
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, M3LlavaNextModel):
+            init.normal_(module.image_newline, mean=0.0, std=1 / math.sqrt(self.config.text_config.hidden_size))
+
+    def image_layouts(self, pixel_values, image_sizes=None, image_grid_shapes=None) -> list[AnyresImageLayout]:
+        if pixel_values.ndim != 5:
+            raise ValueError(
+                "LLaVA-NeXT takes pixel_values of shape (num_images, num_crops, channels, height, width), as its "
+                f"processor returns them; got shape {tuple(pixel_values.shape)}."
+            )
+        if image_sizes is None:
+            raise ValueError(
+                "LLaVA-NeXT needs `image_sizes`, the (height, width) of each original image, as its processor "
+                "returns them: pass the processor's outputs with **inputs."
+            )
+        num_images = pixel_values.shape[0]
+        sizes = _pairs(image_sizes, "image_sizes", num_images, minimum=1)
+        if image_grid_shapes is None:
+            crop_size = self.config.vision_config.image_size
+            pinpoints = [list(pinpoint) for pinpoint in self.config.image_grid_pinpoints]
+            grids = [tuple(get_anyres_image_grid_shape(list(size), pinpoints, crop_size)) for size in sizes]
+        else:
+            grids = _pairs(image_grid_shapes, "image_grid_shapes", num_images, minimum=0)
+            for grid in grids:
+                if (grid[0] == 0) != (grid[1] == 0):
+                    raise ValueError(
+                        f"image_grid_shapes holds {list(grid)}: (rows, columns) must both be positive, or both 0 for "
+                        "an image given as its base crop alone."
+                    )
+        layouts = [AnyresImageLayout(size, grid) for size, grid in zip(sizes, grids)]
+        needed = max(layout.num_crops for layout in layouts)
+        if needed != pixel_values.shape[1]:
+            source = "image_grid_shapes" if image_grid_shapes is not None else "config.image_grid_pinpoints"
+            raise ValueError(
+                f"pixel_values holds {pixel_values.shape[1]} crops per image but the grids from {source} need "
+                f"{needed} for the largest image. If the images were cut with other image_grid_pinpoints than the "
+                "model's config, pass the `image_grid_shapes` the processor returns."
+            )
+        return layouts
+
+    def vision_tower_inputs(self, pixel_values: torch.Tensor, image_layouts: list[AnyresImageLayout]) -> torch.Tensor:
+        # Images with fewer crops than the largest are zero-padded in the batch; those crops are never encoded.
+        return torch.cat([crops[: layout.num_crops] for crops, layout in zip(pixel_values, image_layouts)])
+
+    def encode_images(
+        self, pixel_values: torch.Tensor, vision_feature_layer=None, vision_feature_select_strategy=None
+    ) -> torch.Tensor:
+        # Pooling happens per crop *after* the projector, so the projector belongs to the work every count shares.
+        features = super().encode_images(pixel_values, vision_feature_layer, vision_feature_select_strategy)
+        return self.multi_modal_projector(features)
+
+    def reduce_image_features(
+        self, encoded_images: torch.Tensor, num_visual_tokens: list[int], image_layouts: list[AnyresImageLayout]
+    ) -> list[torch.Tensor]:
+        """(all crops, patches, hidden) in image order -> one laid-out (tokens_i, hidden) tensor per image."""
+        crops = torch.split(encoded_images, [layout.num_crops for layout in image_layouts])
+        pooled: list[torch.Tensor | None] = [None] * len(crops)
+        for count in sorted(set(num_visual_tokens)):  # crops of images sharing a count are pooled together
+            indices = [i for i, k in enumerate(num_visual_tokens) if k == count]
+            reduced = reduce_visual_tokens(
+                torch.cat([crops[i] for i in indices]), count, self.config.visual_token_reduction
+            )
+            for i, image_crops in zip(indices, torch.split(reduced, [crops[i].shape[0] for i in indices])):
+                pooled[i] = image_crops
+        return [self.lay_out_crops(image_crops, layout) for image_crops, layout in zip(pooled, image_layouts)]
+
+    def lay_out_crops(self, crop_tokens: torch.Tensor, layout: AnyresImageLayout) -> torch.Tensor:
+        """(crops, k, hidden) pooled crop tokens -> base-crop tokens, then the un-padded grid row by row + newlines."""
+        base_tokens = crop_tokens[0]
+        if layout.num_crops == 1:
+            return torch.cat([base_tokens, self.image_newline[None].to(base_tokens)])
+        side = math.isqrt(crop_tokens.shape[1])
+        rows, columns = layout.grid_shape
+        grid = crop_tokens[1:].view(rows, columns, side, side, -1)
+        grid = grid.permute(4, 0, 2, 1, 3).flatten(1, 2).flatten(2, 3)  # (hidden, rows * side, columns * side)
+        grid = unpad_image(grid, list(layout.image_size))
+        newline = self.image_newline[:, None, None].expand(*grid.shape[:-1], 1).to(grid.device, grid.dtype)
+        grid = torch.cat([grid, newline], dim=-1).flatten(1, 2).transpose(0, 1)
+        return torch.cat([base_tokens, grid])
+
+    def num_image_tokens(self, num_visual_tokens: int, image_index: int, image_layout: AnyresImageLayout) -> int:
+        if image_layout.num_crops == 1:
+            return num_visual_tokens + 1
+        side = math.isqrt(num_visual_tokens)
+        rows, columns = image_layout.grid_shape
+        # Counted with the very function that lays the tokens out, on a shape-only tensor.
+        pooled_grid = torch.empty(0, rows * side, columns * side, device="meta")
+        height, width = unpad_image(pooled_grid, list(image_layout.image_size)).shape[1:]
+        return num_visual_tokens + height * (width + 1)
+
+
+class M3LlavaNextForConditionalGeneration(MatryoshkaLlavaForConditionalGenerationBase):
+    config_class = M3LlavaNextConfig
+    config: M3LlavaNextConfig
+    base_model_class = M3LlavaNextModel
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        image_sizes: torch.LongTensor | None = None,
+        image_grid_shapes: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        past_key_values=None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        num_visual_tokens=None,
+        multi_scale_num_visual_tokens: list[int] | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        **kwargs,
+    ):
+        r"""
+        As [`M3LlavaForConditionalGeneration`], with LLaVA-NeXT's image inputs; `num_visual_tokens` counts tokens
+        *per crop*.
+
+        pixel_values (`torch.Tensor` of shape `(num_images, num_crops, channels, height, width)`):
+            Base crop then grid crops of each image, zero-padded to the batch's largest number of crops.
+        image_sizes (`torch.LongTensor` of shape `(num_images, 2)`):
+            (height, width) of each original image.
+        image_grid_shapes (`torch.LongTensor` of shape `(num_images, 2)`, *optional*):
+            (rows, columns) of the crop grid each image was cut into. Defaults to the grid that
+            `config.image_grid_pinpoints` selects, as in LLaVA-NeXT; the processor always returns it, which lets it
+            use other pinpoints than the model was saved with.
+        """
+        return super().forward(
+            input_ids=input_ids,
+            pixel_values=pixel_values,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            past_key_values=past_key_values,
+            inputs_embeds=inputs_embeds,
+            labels=labels,
+            num_visual_tokens=num_visual_tokens,
+            multi_scale_num_visual_tokens=multi_scale_num_visual_tokens,
+            logits_to_keep=logits_to_keep,
+            image_sizes=image_sizes,
+            image_grid_shapes=image_grid_shapes,
+            **kwargs,
+        )
+
+
+__all__ = ["AnyresImageLayout", "M3LlavaNextForConditionalGeneration", "M3LlavaNextModel"]
