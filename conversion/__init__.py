@@ -1,4 +1,5 @@
-"""Convert LLaVA-1.5 (llava-hf or original format) and the released M3 / MQT checkpoints to this package's models."""
+"""Convert LLaVA-1.5 and LLaVA-NeXT (llava-hf or original format) and the released M3 / MQT checkpoints to this
+package's models."""
 
 from .convert import ConversionResult, convert_checkpoint
 from .errors import ConversionError, VerificationError

@@ -1,4 +1,6 @@
-"""`matryoshka-llava convert SRC OUT --to {m3,mqt}`: thin wrapper over `conversion.convert_checkpoint`."""
+"""`matryoshka-llava convert SRC OUT --to {m3,mqt}`: thin wrapper over `conversion.convert_checkpoint`.
+
+LLaVA-NeXT sources (llava-hf-next, llava-next, m3-next) convert with `--to m3` to M3-LLaVA-NeXT."""
 
 import argparse
 import sys
@@ -11,7 +13,9 @@ from .source_formats import SOURCE_FORMATS, TARGETS
 def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("src", help="source checkpoint: a local folder or a Hub repo id")
     parser.add_argument("out", help="output folder (must not exist unless --force)")
-    parser.add_argument("--to", required=True, choices=TARGETS, help="target model: m3 (M3-LLaVA) or mqt (MQT-LLaVA)")
+    parser.add_argument("--to", required=True, choices=TARGETS,
+                        help="target model: m3 (M3-LLaVA, or M3-LLaVA-NeXT for a LLaVA-NeXT source) or mqt "
+                        "(MQT-LLaVA, LLaVA-1.5 sources only)")
     parser.add_argument("--from", dest="source_format", default="auto", choices=("auto",) + SOURCE_FORMATS,
                         help="source format (default: detect from the files)")
     parser.add_argument("--clip", help="CLIP checkpoint for original-format sources (default: their mm_vision_tower)")
@@ -42,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: the conversion into {args.out} is complete, but the upload failed: {error}\n"
               f"Retry with `matryoshka-llava push {args.out} {args.push_to_hub}`.", file=sys.stderr)
         return 1
-    print(f"Converted {args.src} ({result.source_format}) to {args.to.upper()}-LLaVA in {result.output}: "
+    print(f"Converted {args.src} ({result.source_format}) to {result.target_model} in {result.output}: "
           f"{result.num_tensors} tensors in {len(result.shard_files)} shard(s).")
     if result.added_tokens:
         print(f"Added tokens: {', '.join(result.added_tokens)} (embeddings resized).")

@@ -14,6 +14,9 @@ FORMAT_NAMES = {
     "llava": "the original LLaVA-1.5 format",
     "m3": "the authors' released M3 format",
     "mqt": "the authors' released MQT format",
+    "llava-hf-next": "the transformers (llava-hf) LLaVA-NeXT format",
+    "llava-next": "the original LLaVA-NeXT format",
+    "m3-next": "the authors' released M3 LLaVA-NeXT format",
 }
 HUB_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -30,7 +33,9 @@ def write_conversion_card(folder: Path, source: SourceModel, target: str, out_pa
     if target == "mqt" and source.format != "mqt":
         note += "; the query transformer is new and untrained"
     base = base_model or source_repo_id(source)
-    datasets = [name for name in (source.card_metadata.get("datasets") or LLAVA_1_5_DATASETS)
+    # LLaVA-NeXT's training mix has no single Hub dataset to name: only what the source card lists.
+    default_datasets = [] if source.is_llava_next else LLAVA_1_5_DATASETS
+    datasets = [name for name in (source.card_metadata.get("datasets") or default_datasets)
                 if isinstance(name, str) and HUB_REPO_ID.match(name)]
     inputs = card_inputs_for_folder(
         folder,

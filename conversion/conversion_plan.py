@@ -13,6 +13,7 @@ from .checkpoint_weights import list_examples
 from .embedding_rows import EmbeddingRowSampler, append_rows
 from .errors import ConversionError
 from .key_mapping import clip_rules, llava_hf_rules, map_keys, original_rules
+from .source_formats import LLAVA_HF_FORMATS, target_model_name
 from .source_model import SourceModel
 from .tensor_readers import open_shard
 
@@ -65,8 +66,8 @@ def fresh_query_transformer(config, seed: int = 0) -> dict[str, torch.Tensor]:
 def mapped_source_tensors(source: SourceModel, target: str, vision_prefix: str) -> tuple[list, list[str]]:
     """(target name, TensorInfo) for every source tensor the target keeps, and the source names no rule covers."""
     rules = (
-        llava_hf_rules(target, vision_prefix)
-        if source.format == "llava-hf"
+        llava_hf_rules(target, vision_prefix, llava_next=source.is_llava_next)
+        if source.format in LLAVA_HF_FORMATS
         else original_rules(source.format, target, vision_prefix)
     )
     main = map_keys(source.weights.keys(), rules)
@@ -116,7 +117,8 @@ def plan_conversion(source: SourceModel, target: str, model_class, config, dtype
                 for kind, names in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshaped)) if names]
     if problems:
         raise ConversionError(
-            f"The {source.format} source {source.name} does not match a {target.upper()}-LLaVA model with its config. "
+            f"The {source.format} source {source.name} does not match a {target_model_name(source.format, target)} "
+            "model with its config. "
             "Tensors " + "; ".join(problems)
         )
     return order_for_streaming(plan, [source.weights.files, source.clip_weights.files if source.clip_weights else []])

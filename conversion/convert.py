@@ -1,5 +1,6 @@
-"""`convert_checkpoint`: a LLaVA-1.5 (llava-hf or original) or released M3 / MQT checkpoint -> a folder that loads
-with `AutoModelForImageTextToText.from_pretrained(folder, trust_remote_code=True)`.
+"""`convert_checkpoint`: a LLaVA-1.5 or LLaVA-NeXT checkpoint (llava-hf or original) or a released M3 / MQT
+checkpoint -> a folder that loads with `AutoModelForImageTextToText.from_pretrained(folder, trust_remote_code=True)`.
+LLaVA-NeXT sources become M3-LLaVA-NeXT (`--to m3`); MQT exists for LLaVA-1.5 only.
 
 Steps: resolve the source (local or Hub), inventory its tensors from shard headers, detect its format, assemble
 tokenizer / config / processor, plan every output tensor and check the plan against the model's state dict, then
@@ -12,7 +13,11 @@ from pathlib import Path
 
 import torch
 
-from modeling_matryoshka_llava import M3LlavaForConditionalGeneration, MQTLlavaForConditionalGeneration
+from modeling_matryoshka_llava import (
+    M3LlavaForConditionalGeneration,
+    M3LlavaNextForConditionalGeneration,
+    MQTLlavaForConditionalGeneration,
+)
 
 from .atomic_output import AtomicOutputFolder, check_output_path
 from .checkpoint_weights import CheckpointWeights
@@ -22,13 +27,14 @@ from .errors import ConversionError
 from .model_files import save_config_and_code
 from .safetensors_writer import write_sharded_safetensors
 from .source_files import read_json, resolve_checkpoint
-from .source_formats import check_target, resolve_source_format
+from .source_formats import check_target, resolve_source_format, target_model_name
 from .source_model import describe_source
 from .target_config import build_target_config
 from .tokenizer_assembly import assemble_tokenizer, build_processor
 from .verification import VerificationReport, verify_conversion
 
 MODEL_CLASSES = {"m3": M3LlavaForConditionalGeneration, "mqt": MQTLlavaForConditionalGeneration}
+NEXT_MODEL_CLASSES = {"m3": M3LlavaNextForConditionalGeneration}
 DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
 
@@ -37,6 +43,7 @@ class ConversionResult:
     output: Path
     source_format: str
     target: str
+    target_model: str  # M3-LLaVA, M3-LLaVA-NeXT or MQT-LLaVA
     num_tensors: int
     shard_files: list[str]
     added_tokens: list[str]
@@ -72,10 +79,11 @@ def convert_checkpoint(
     show_progress: bool = True,
 ) -> ConversionResult:
     """Convert `src` (a local folder or Hub repo id) into an M3-LLaVA (`to="m3"`) or MQT-LLaVA (`to="mqt"`) folder
-    `out`.
+    `out`; a LLaVA-NeXT source becomes M3-LLaVA-NeXT (`to="m3"`).
 
     Args:
-        source_format: "auto" (detect) or one of "llava-hf", "llava", "m3", "mqt".
+        source_format: "auto" (detect) or one of "llava-hf", "llava", "m3", "mqt" (LLaVA-1.5) and
+            "llava-hf-next", "llava-next", "m3-next" (LLaVA-NeXT).
         clip: CLIP checkpoint (folder or Hub id) for original-format sources: their vision config and image
             preprocessing, and the tower weights when the checkpoint holds none. Defaults to `mm_vision_tower`.
         dtype: "auto" keeps every tensor's stored dtype; "bfloat16" / "float16" / "float32" casts floating tensors.
@@ -102,21 +110,23 @@ def convert_checkpoint(
     check_target(detected, to)
     source = describe_source(str(src), folder, detected, config, weights, None if clip is None else str(clip))
     tokens = assemble_tokenizer(source)
-    model_class = MODEL_CLASSES[to]
+    model_class = (NEXT_MODEL_CLASSES if source.is_llava_next else MODEL_CLASSES)[to]
     target_config = build_target_config(source, to, tokens, requested_dtype)
     plan = plan_conversion(source, to, model_class, target_config, requested_dtype)
+    processor = build_processor(source, tokens.tokenizer)
 
     protected = [folder] + ([source.clip.folder] if source.clip is not None else [])
     atomic = AtomicOutputFolder(out, force, protected)
     with atomic as staging:
         save_config_and_code(staging, model_class, target_config)
         shard_files = write_sharded_safetensors(staging, plan, max_shard_size, show_progress)
-        build_processor(source, tokens.tokenizer).save_pretrained(staging)
+        processor.save_pretrained(staging)
         write_conversion_card(staging, source, to, out_path=str(out), repo_id=push_to_hub, base_model=base_model,
                               license=license)
         report = verify_conversion(staging, source, model_class) if verify else None
         atomic.commit()
-    result = ConversionResult(out, detected, to, len(plan), shard_files, tokens.added_tokens, report)
+    result = ConversionResult(out, detected, to, target_model_name(detected, to), len(plan), shard_files,
+                              tokens.added_tokens, report)
     if push_to_hub:
         from model_cards import push_checkpoint
 

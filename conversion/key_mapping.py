@@ -19,9 +19,11 @@ class KeyMapping:
     unexpected: list[str] = field(default_factory=list)
 
 
-def llava_hf_rules(target: str, vision_prefix: str) -> list[tuple[str, str | None]]:
+def llava_hf_rules(target: str, vision_prefix: str, llava_next: bool = False) -> list[tuple[str, str | None]]:
     projector = "model.multi_modal_projector." if target == "m3" else DROP
-    return [
+    # LLaVA-NeXT adds one tensor, the row-end embedding (top-level `image_newline` in the legacy layout).
+    newline = [("model.image_newline", "model.image_newline"), ("image_newline", "model.image_newline")]
+    return (newline if llava_next else []) + [
         ("model.vision_tower.vision_model.", vision_prefix),
         ("model.vision_tower.", vision_prefix),  # saved by transformers >= 5, without `vision_model.`
         ("model.multi_modal_projector.", projector),
@@ -43,6 +45,8 @@ def original_rules(source_format: str, target: str, vision_prefix: str) -> list[
         ("model.norm.", "model.language_model.norm."),
         ("lm_head.", "lm_head."),
     ]
+    if source_format in ("llava-next", "m3-next"):
+        rules.append(("model.image_newline", "model.image_newline"))
     if source_format == "mqt":
         rules.append(("model.query_abstractor.", "model.multi_modal_projector."))
     elif target == "m3":

@@ -1,10 +1,13 @@
-"""The original LLaVA-1.5 forward pass (haotian-liu/LLaVA), with M3's pooling or MQT's query abstractor, computed
-from the *source* tensors with stock transformers parts: what `--verify` compares an original-format conversion with.
+"""The original LLaVA-1.5 / LLaVA-NeXT forward pass (haotian-liu/LLaVA), with M3's pooling or MQT's query
+abstractor, computed from the *source* tensors with stock transformers parts: what `--verify` compares an
+original-format conversion with.
 
 It follows the original code, not this package's models: CLIP hidden states of `mm_vision_select_layer` (CLS
 dropped for "patch"), `mm_projector` = Linear-GELU-Linear (M3 then average-pools the projected 24x24 grid), or the
 MQT Resampler (keys = ln_k(bicubic-resized pos_embed), queries = ln_q(query[:m] + pos_embed[:m]), `@ proj`), and
-image features spliced in place of IMAGE_TOKEN_INDEX = -200 in the token ids.
+image features spliced in place of IMAGE_TOKEN_INDEX = -200 in the token ids. LLaVA-NeXT sources take a stack of
+anyres crops (base crop first) and the image's size: every crop is encoded and (M3) pooled, then laid out with
+spatial_unpad on the grid the source's own (width, height) pinpoints give (`original_anyres`).
 """
 
 import copy
@@ -16,6 +19,7 @@ from transformers import CLIPVisionModel, LlamaForCausalLM
 
 from .checkpoint_weights import CheckpointWeights
 from .errors import VerificationError
+from .original_anyres import original_grid_shape, spatial_unpad_layout, stored_pinpoints
 from .source_model import ORIGINAL_TOWER_PREFIX, SourceModel
 
 IMAGE_TOKEN_INDEX = -200
@@ -58,6 +62,7 @@ class OriginalLlavaReference:
     def __init__(self, source: SourceModel):
         self.source = source
         self._features = None
+        self._crops = None
         text_config = copy.deepcopy(source.text_config)
         text_config.vocab_size = source.vocab_rows
         self.language_model = LlamaForCausalLM(text_config).float().eval()
@@ -71,6 +76,9 @@ class OriginalLlavaReference:
         projector_keys = [key for key in source.weights.tensors
                           if key.startswith(("model.mm_projector.", "model.query_abstractor."))]
         self.projector = {name: value.float() for name, value in source.weights.load(projector_keys).items()}
+        self.image_newline = None
+        if source.is_llava_next:
+            self.image_newline = source.weights.load(["model.image_newline"])["model.image_newline"].float()
 
     @torch.no_grad()
     def vision_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
@@ -113,7 +121,12 @@ class OriginalLlavaReference:
         return out.permute(1, 0, 2) @ weights["proj"]
 
     @torch.no_grad()
-    def image_tokens(self, pixel_values: torch.Tensor, num_visual_tokens: int, projector=None) -> torch.Tensor:
+    def image_tokens(self, pixel_values: torch.Tensor, num_visual_tokens: int, projector=None,
+                     image_size: tuple[int, int] | None = None) -> torch.Tensor:
+        """(1, tokens, hidden) for one image: (1, 3, H, W) pixels, or (1, crops, 3, H, W) anyres crops of an image of
+        (height, width) `image_size` for LLaVA-NeXT."""
+        if self.source.is_llava_next:
+            return self.anyres_image_tokens(pixel_values[0], num_visual_tokens, image_size)[None]
         features = self.vision_features(pixel_values)
         if projector is not None:  # a freshly initialised projector the source does not have
             return projector(features, num_visual_tokens)
@@ -122,9 +135,25 @@ class OriginalLlavaReference:
         projected = self.mlp_projector(features)
         return average_pool_grid(projected, num_visual_tokens)
 
+    def anyres_image_tokens(self, pixel_values: torch.Tensor, num_visual_tokens: int, image_size: tuple[int, int]):
+        """(crops, 3, H, W) -> (tokens, hidden): the crops the source's (width, height) pinpoints give, each
+        projected and pooled, laid out with spatial_unpad."""
+        pinpoints = stored_pinpoints(self.source.config)
+        rows, columns = original_grid_shape(image_size, pinpoints, self.source.vision_config.image_size)
+        if pixel_values.shape[0] < 1 + rows * columns:
+            raise VerificationError(
+                f"The source's pinpoints cut a {image_size[0]}x{image_size[1]} image into {rows}x{columns} crops, "
+                f"but only {pixel_values.shape[0] - 1} grid crops were given."
+            )
+        if self._crops is None or self._crops[0] is not pixel_values:  # the tower runs once per image
+            crops = pixel_values[: 1 + rows * columns]
+            self._crops = (pixel_values, self.mlp_projector(self.vision_features(crops)))
+        pooled = average_pool_grid(self._crops[1], num_visual_tokens)
+        return spatial_unpad_layout(pooled, (rows, columns), image_size, self.image_newline)
+
     @torch.no_grad()
     def logits(self, input_ids: list[int], pixel_values: torch.Tensor | None = None, num_visual_tokens: int = 0,
-               projector=None) -> torch.Tensor:
+               projector=None, image_size: tuple[int, int] | None = None) -> torch.Tensor:
         """Logits of one sequence whose (at most one) IMAGE_TOKEN_INDEX is replaced by the image's tokens."""
         embed = self.language_model.get_input_embeddings()
         pieces, start = [], 0
@@ -132,7 +161,7 @@ class OriginalLlavaReference:
             if token is None or token == IMAGE_TOKEN_INDEX:
                 pieces.append(embed(torch.tensor(input_ids[start:position], dtype=torch.long)))
                 if token == IMAGE_TOKEN_INDEX:
-                    pieces.append(self.image_tokens(pixel_values, num_visual_tokens, projector)[0])
+                    pieces.append(self.image_tokens(pixel_values, num_visual_tokens, projector, image_size)[0])
                 start = position + 1
         return self.language_model(inputs_embeds=torch.cat(pieces)[None]).logits[0]
 

@@ -1,10 +1,12 @@
-"""The converted model's config: an M3LlavaConfig or MQTLlavaConfig built from the source's parts."""
+"""The converted model's config: an M3LlavaConfig, M3LlavaNextConfig or MQTLlavaConfig built from the source's
+parts."""
 
 import torch
 
-from modeling_matryoshka_llava import M3LlavaConfig, MQTLlavaConfig
+from modeling_matryoshka_llava import M3LlavaConfig, M3LlavaNextConfig, MQTLlavaConfig
 
 from .errors import ConversionError
+from .source_formats import target_model_name
 from .source_model import SourceModel
 from .tokenizer_assembly import TokenizerPlan
 
@@ -26,13 +28,20 @@ def build_target_config(source: SourceModel, target: str, tokens: TokenizerPlan,
         "projector_hidden_act": source.projector_hidden_act,
         "tie_word_embeddings": bool(text_config.get("tie_word_embeddings", False)),
     }
+    if "multimodal_projector_bias" in source.config:  # llava-hf configs may say the projector has no biases
+        common["multimodal_projector_bias"] = bool(source.config["multimodal_projector_bias"])
     try:
-        if target == "m3":
+        if target == "m3" and source.is_llava_next:
+            config = M3LlavaNextConfig(
+                **common, matryoshka_scales=source.matryoshka_scales, image_grid_pinpoints=source.image_grid_pinpoints
+            )
+        elif target == "m3":
             config = M3LlavaConfig(**common, matryoshka_scales=source.matryoshka_scales)
         else:
             config = MQTLlavaConfig(**common, **mqt_fields(source))
     except ValueError as error:
-        raise ConversionError(f"The source's settings do not make a valid {target.upper()}-LLaVA config: {error}") from error
+        name = target_model_name(source.format, target)
+        raise ConversionError(f"The source's settings do not make a valid {name} config: {error}") from error
     if dtype is not None:
         dtype_name = str(dtype).removeprefix("torch.")
     else:  # as the source says, else as its embeddings are stored

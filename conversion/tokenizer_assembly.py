@@ -1,11 +1,18 @@
 """Tokenizer and processor of the converted model: `<image>` and `<pad>` added as the llava-hf conversion does
-(SPEC 5), left padding for batched generation, the vicuna_v1 chat template of LLaVA-1.5."""
+(SPEC 5), left padding for batched generation, the vicuna_v1 chat template of LLaVA-1.5 and both Matryoshka
+releases (a llava-hf LLaVA-NeXT source keeps the chat template it ships). LLaVA-NeXT sources get the anyres
+processor."""
 
 from dataclasses import dataclass
 
 from transformers import AddedToken, AutoTokenizer
 
-from modeling_matryoshka_llava import MatryoshkaLlavaImageProcessor, MatryoshkaLlavaProcessor
+from modeling_matryoshka_llava import (
+    MatryoshkaLlavaImageProcessor,
+    MatryoshkaLlavaNextImageProcessor,
+    MatryoshkaLlavaNextProcessor,
+    MatryoshkaLlavaProcessor,
+)
 
 from .errors import ConversionError
 from .source_model import SourceModel
@@ -54,12 +61,22 @@ def assemble_tokenizer(source: SourceModel) -> TokenizerPlan:
 
 
 def build_processor(source: SourceModel, tokenizer) -> MatryoshkaLlavaProcessor:
-    image_processor = MatryoshkaLlavaImageProcessor(**source.image_processor_kwargs)
+    if source.is_llava_next:
+        try:
+            image_processor = MatryoshkaLlavaNextImageProcessor(**source.image_processor_kwargs)
+        except ValueError as error:
+            raise ConversionError(f"The source's image preprocessing does not fit LLaVA-NeXT: {error}") from error
+    else:
+        image_processor = MatryoshkaLlavaImageProcessor(**source.image_processor_kwargs)
     crop = image_processor.crop_size
     image_size = source.vision_config.image_size
     if (crop["height"], crop["width"]) != (image_size, image_size):
         raise ConversionError(
             f"The image preprocessing crops to {crop['height']}x{crop['width']} but the vision tower expects "
             f"{image_size}x{image_size}: the CLIP checkpoint does not match the model."
+        )
+    if source.is_llava_next:
+        return MatryoshkaLlavaNextProcessor(
+            image_processor=image_processor, tokenizer=tokenizer, chat_template=source.chat_template
         )
     return MatryoshkaLlavaProcessor(image_processor=image_processor, tokenizer=tokenizer)

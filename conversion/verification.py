@@ -1,9 +1,11 @@
 """`--verify`: run the source model and the converted one on the same synthetic input and compare their logits.
 
-The reference is transformers' own `LlavaForConditionalGeneration` for llava-hf sources and the original LLaVA
-computation (`original_reference`) for original-format sources, both built from the *source* files. Checked: text
-only, and an image at several `num_visual_tokens` (the smallest, a middle and the largest M3 scale; 1, sqrt(M) and
-M for MQT). A freshly initialised
+The reference is transformers' own `LlavaForConditionalGeneration` / `LlavaNextForConditionalGeneration` for
+llava-hf sources and the original LLaVA(-NeXT) computation (`original_reference`) for original-format sources, all
+built from the *source* files. Checked: text only, and an image at several `num_visual_tokens` (the smallest, a
+middle and the largest M3 scale; 1, sqrt(M) and M for MQT). A LLaVA-NeXT image is a non-square size cut into the
+crops the *source's* pinpoints give; the converted model is told only the size, so it must find the same grid from
+its own (height, width) pinpoints. A freshly initialised
 MQT projector has no source counterpart, so there the reference runs the converted projector on its own vision
 features and language model. Both sides run in float32 on CPU, one model in memory at a time: about 4 bytes per
 parameter (some 28 GB for a 7B model) plus one shard, so verify large models on a machine with that much memory.
@@ -16,6 +18,8 @@ import torch
 from transformers import LlavaForConditionalGeneration
 
 from .errors import VerificationError
+from .llava_hf_next_reference import LlavaHfNextReference, llava_hf_next_grid_shape
+from .original_anyres import original_grid_shape, stored_pinpoints
 from .original_reference import IMAGE_TOKEN_INDEX, OriginalLlavaReference, average_pool_grid
 from .source_model import SourceModel
 
@@ -40,6 +44,12 @@ def verification_counts(config) -> list[int]:
         scales = config.matryoshka_scales
         return sorted({scales[0], scales[len(scales) // 2], scales[-1]})
     return sorted({1, math.isqrt(config.num_queries), config.num_queries})
+
+
+@dataclass
+class SyntheticImage:
+    pixel_values: torch.Tensor  # (1, 3, S, S), or (1, crops, 3, S, S) for LLaVA-NeXT
+    image_size: tuple[int, int] | None = None  # LLaVA-NeXT: the (height, width) the crops were cut from
 
 
 def synthetic_inputs(config, source_vocab: int, seed: int = 0) -> tuple[list[int], list[int], torch.Tensor]:
@@ -94,22 +104,49 @@ class LlavaHfReference:
         return self._features[1]
 
 
+def synthetic_image_size(pinpoints: list[list[int]]) -> tuple[int, int]:
+    """An image shaped like a pinpoint whose transpose is not a pinpoint (if any), slightly flatter so un-padding
+    removes rows: reading the pinpoints in the wrong (height, width) order then gives it another crop grid."""
+    pairs = {tuple(pinpoint) for pinpoint in pinpoints}
+    asymmetric = [pinpoint for pinpoint in pinpoints if (pinpoint[1], pinpoint[0]) not in pairs]
+    height, width = max(asymmetric or pinpoints, key=lambda pinpoint: (max(pinpoint) / min(pinpoint), pinpoint[1]))
+    return max(1, height * 9 // 10), width
+
+
+def synthetic_next_image(source: SourceModel, config, generator: torch.Generator) -> SyntheticImage:
+    """A random image cut into the crops the *source's* own pinpoints give it."""
+    image_size = synthetic_image_size(config.image_grid_pinpoints)
+    crop_size = config.vision_config.image_size
+    if source.format == "llava-hf-next":
+        rows, columns = llava_hf_next_grid_shape(source, image_size)
+    else:
+        rows, columns = original_grid_shape(image_size, stored_pinpoints(source.config), crop_size)
+    crops = torch.randn(1, 1 + rows * columns, 3, crop_size, crop_size, generator=generator)
+    return SyntheticImage(crops, image_size)
+
+
 def verify_conversion(folder, source: SourceModel, model_class, seed: int = 0) -> VerificationReport:
     model = model_class.from_pretrained(folder, dtype=torch.float32).eval()
     config = model.config
     prefix, suffix, pixel_values = synthetic_inputs(config, source.vocab_rows, seed)
+    image = SyntheticImage(pixel_values)
+    if source.is_llava_next:
+        image = synthetic_next_image(source, config, torch.Generator().manual_seed(seed + 1))
     counts = verification_counts(config)
     converted = {"text": run_converted(model, prefix + suffix)}
     for count in counts:
-        converted[f"k={count}"] = run_converted(model, prefix + [config.image_token_id] + suffix, pixel_values, count)
+        converted[f"k={count}"] = run_converted(model, prefix + [config.image_token_id] + suffix, image, count)
     fresh_projector = getattr(config, "projector_is_trained", True) is False
     projector = model.model.multi_modal_projector if fresh_projector else None
     del model  # one model in memory at a time
 
     if source.format == "llava-hf":
         reference, name = LlavaHfReference(source), "transformers' LlavaForConditionalGeneration"
+    elif source.format == "llava-hf-next":
+        reference, name = LlavaHfNextReference(source), "transformers' LlavaNextForConditionalGeneration"
     else:
-        reference, name = OriginalLlavaReference(source), "the original LLaVA computation"
+        reference = OriginalLlavaReference(source)
+        name = f"the original LLaVA{'-NeXT' if source.is_llava_next else ''} computation"
     if projector is not None:
         name += " (with the converted, untrained query transformer)"
     report = VerificationReport(reference=name, tolerance=RELATIVE_TOLERANCE)
@@ -119,7 +156,11 @@ def verify_conversion(folder, source: SourceModel, model_class, seed: int = 0) -
             expected = reference.logits(prefix + suffix)
         else:
             count = int(check.removeprefix("k="))
-            expected = reference.logits(prefix + [IMAGE_TOKEN_INDEX] + suffix, pixel_values, count, projector)
+            ids = prefix + [IMAGE_TOKEN_INDEX] + suffix
+            if source.is_llava_next:
+                expected = reference.logits(ids, image.pixel_values, count, image_size=image.image_size)
+            else:
+                expected = reference.logits(ids, image.pixel_values, count, projector)
         actual = logits[:, : expected.shape[-1]]
         if actual.shape != expected.shape:
             failures.append(f"{check}: shape {list(actual.shape)} vs reference {list(expected.shape)}")
@@ -134,6 +175,17 @@ def verify_conversion(folder, source: SourceModel, model_class, seed: int = 0) -
 
 
 @torch.no_grad()
-def run_converted(model, input_ids: list[int], pixel_values=None, num_visual_tokens=None) -> torch.Tensor:
-    kwargs = {} if pixel_values is None else {"pixel_values": pixel_values, "num_visual_tokens": num_visual_tokens}
-    return model(input_ids=torch.tensor([input_ids]), **kwargs).logits[0]
+def run_converted(model, input_ids: list[int], image: SyntheticImage | None = None, num_visual_tokens=None):
+    kwargs = {}
+    if image is not None:
+        kwargs = {"pixel_values": image.pixel_values, "num_visual_tokens": num_visual_tokens}
+        if image.image_size is not None:  # the grid comes from the converted config's pinpoints, not from here
+            kwargs["image_sizes"] = torch.tensor([image.image_size])
+    try:
+        return model(input_ids=torch.tensor([input_ids]), **kwargs).logits[0]
+    except ValueError as error:  # e.g. a grid that disagrees with the crops the source's pinpoints give
+        hint = ""
+        if image is not None and image.image_size is not None:
+            hint = (f" (its image_grid_pinpoints cut the {image.image_size[0]}x{image.image_size[1]} test image "
+                    "into another grid of crops than the source's do)")
+        raise VerificationError(f"The converted model cannot run the source's input{hint}: {error}") from error

@@ -188,15 +188,17 @@ def test_incompatible_target_and_format_are_refused(tmp_path, clip):
         convert(hf, tmp_path / "out", clip=clip)
 
 
-def test_llava_next_and_converted_sources_are_refused(tmp_path, clip):
+def test_half_llava_next_and_converted_sources_are_refused(tmp_path, clip):
     source = write_original_checkpoint(tmp_path / "next", "llava", num_shards=1)
     config = json.loads((source / "config.json").read_text())
+    # anyres without LLaVA-NeXT's spatial_unpad merge (tests/test_next_conversion.py converts real NeXT sources)
     (source / "config.json").write_text(json.dumps({**config, "image_aspect_ratio": "anyres"}))
-    with pytest.raises(ConversionError, match="LLaVA-NeXT"):
+    with pytest.raises(ConversionError, match="Unsupported LLaVA-NeXT settings.*mm_patch_merge_type='flat'"):
         convert(source, tmp_path / "out", clip=clip)
-    (source / "config.json").write_text(json.dumps({**config, "model_type": "m3_llava"}))
-    with pytest.raises(ConversionError, match="already a matryoshka-llava checkpoint"):
-        convert(source, tmp_path / "out", clip=clip)
+    for model_type in ("m3_llava", "m3_llava_next"):
+        (source / "config.json").write_text(json.dumps({**config, "model_type": model_type}))
+        with pytest.raises(ConversionError, match="already a matryoshka-llava checkpoint"):
+            convert(source, tmp_path / "out", clip=clip)
 
 
 def test_folder_without_weights_is_named(tmp_path, clip):

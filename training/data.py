@@ -6,21 +6,30 @@ The format is LLaVA's: a JSON list (or JSONL) of `{"id": ..., "image": "relative
 at load time a missing image file, an image record without `<image>` (or `<image>` without an image), a
 malformed conversation or a sequence longer than `max_length` at the largest visual-token count; at read time
 an image that fails to decode (the next readable record takes its place, and the reason travels with the batch).
+
+LLaVA-1.5 and LLaVA-NeXT images alike: an example carries whatever its image processor returns for the image
+(`pixel_values`; for the anyres processor also `image_sizes` and `image_grid_shapes`, its crops varying in number).
+For LLaVA-NeXT the visual-token count of an image depends on its size, which the length check reads from the
+image file's header.
 """
 
 import json
 import os
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
 import torch
+from PIL import Image, UnidentifiedImageError
 
 from processing import load_image
 
 IMAGE_TOKEN = "<image>"
 ROLES = {"human": "user", "gpt": "assistant"}
+EXIF_ORIENTATION = 0x0112
+TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 
 
 def read_records(path: str | os.PathLike) -> list[dict]:
@@ -84,14 +93,32 @@ class InstructionData:
     skipped: Counter = field(default_factory=Counter)
 
 
+def image_file_size(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(height, width) of an image file as `load_image` sees it (EXIF orientation applied), from its header alone;
+    None when the header cannot be read (reading the image for training then reports it)."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            if image.getexif().get(EXIF_ORIENTATION, 1) in TRANSPOSING_ORIENTATIONS:
+                width, height = height, width
+    except (OSError, UnidentifiedImageError, SyntaxError, ValueError):
+        return None
+    return height, width
+
+
 def load_instruction_data(
     path: str | os.PathLike,
     image_folder: str | os.PathLike | None,
     processor,
     max_length: int = 2048,
     max_num_visual_tokens: int = 576,
+    image_tokens: Callable[[tuple[int, int]], int] | None = None,
 ) -> InstructionData:
-    """Read and check LLaVA records; keep those that can be trained on (tokenised, image path resolved)."""
+    """Read and check LLaVA records; keep those that can be trained on (tokenised, image path resolved).
+
+    An image counts `max_num_visual_tokens` towards `max_length`; with `image_tokens` ((height, width) -> tokens at
+    the largest count, for LLaVA-NeXT whose count depends on the image's size) it counts what its size gives.
+    """
     skipped = Counter()
     kept = []
     for index, record in enumerate(read_records(path)):
@@ -107,7 +134,11 @@ def load_instruction_data(
                 skipped["missing image file"] += 1
                 continue
         input_ids, labels = tokenize_conversation(processor, messages)
-        if len(input_ids) + (max_num_visual_tokens - 1 if image_path else 0) > max_length:
+        visual_tokens = max_num_visual_tokens if image_path else 1
+        if image_path and image_tokens is not None:
+            size = image_file_size(image_path)
+            visual_tokens = image_tokens(size) if size is not None else 1  # unreadable: reported when read
+        if len(input_ids) + visual_tokens - 1 > max_length:
             skipped[f"longer than max_length={max_length}"] += 1
             continue
         if all(label == -100 for label in labels):
@@ -127,7 +158,10 @@ def load_instruction_data(
 
 class LazyImageDataset(torch.utils.data.Dataset):
     """Reads each record's image only when the example is drawn; an undecodable image is replaced by the next
-    readable record (deterministically), and the reason is reported with the example as `skipped`."""
+    readable record (deterministically), and the reason is reported with the example as `skipped`.
+
+    An example holds `input_ids`, `labels`, and every output of the image processor for its one image
+    (`pixel_values`; LLaVA-NeXT adds `image_sizes` and `image_grid_shapes`), or `pixel_values` None without one."""
 
     def __init__(self, records: datasets.Dataset, image_processor):
         if len(records) == 0:
@@ -146,9 +180,9 @@ class LazyImageDataset(torch.utils.data.Dataset):
             if record["image"] is None:
                 return {**example, "skipped": skipped}
             try:
-                pixel_values = self.image_processor(load_image(record["image"]), return_tensors="pt")["pixel_values"]
+                image_inputs = self.image_processor(load_image(record["image"]), return_tensors="pt")
             except ValueError:
                 skipped.append("corrupt image")
                 continue
-            return {**example, "pixel_values": pixel_values[0], "skipped": skipped}
+            return {**example, **{name: value[0] for name, value in image_inputs.items()}, "skipped": skipped}
         raise ValueError("No record in the dataset has a readable image.")

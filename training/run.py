@@ -13,11 +13,22 @@ from .trainers import M3Trainer, MQTTrainer
 
 logger = logging.getLogger(__name__)
 
-TRAINERS = {"m3": (M3Trainer, "m3_llava"), "mqt": (MQTTrainer, "mqt_llava")}
+# The model types each method trains: M3 on LLaVA-1.5 and on LLaVA-NeXT, MQT on LLaVA-1.5.
+TRAINERS = {"m3": (M3Trainer, ("m3_llava", "m3_llava_next")), "mqt": (MQTTrainer, ("mqt_llava",))}
 
 
 def max_num_visual_tokens(config) -> int:
     return max(config.valid_num_visual_tokens)
+
+
+def image_token_counter(processor, config):
+    """(height, width) -> visual tokens of such an image at the largest count, when that depends on the image
+    (LLaVA-NeXT: count per crop times its grid, un-padded, plus newlines); None when every image gets the count."""
+    count_for_size = getattr(processor, "num_image_tokens", None)
+    if count_for_size is None:
+        return None
+    largest = max_num_visual_tokens(config)
+    return lambda image_size: count_for_size(image_size, largest)
 
 
 def add_lora(model, rank: int, alpha: int | None = None, train_projector: bool = False):
@@ -53,21 +64,23 @@ def build_trainer(
     """A ready-to-`train()` M3Trainer / MQTTrainer; skipped records are logged with their reasons."""
     if method not in TRAINERS:
         raise ValueError(f"method must be one of {sorted(TRAINERS)}, got {method!r}.")
-    trainer_class, model_type = TRAINERS[method]
+    trainer_class, model_types = TRAINERS[method]
     model = model if model is not None else AutoModelForImageTextToText.from_pretrained(model_path)
     processor = processor if processor is not None else AutoProcessor.from_pretrained(model_path)
-    if model.config.model_type != model_type:
+    if model.config.model_type not in model_types:
+        trained = " or a ".join(f"{name} model" for name in model_types)
         raise ValueError(
-            f"--method {method} trains a {model_type} model, but {model_path} is {model.config.model_type!r}: "
-            f"convert it first (matryoshka-llava convert ... --to {method})."
+            f"--method {method} trains a {trained}, but {model_path} is {model.config.model_type!r}: convert it "
+            f"first (matryoshka-llava convert ... --to {method})."
         )
     longest = max_num_visual_tokens(model.config)
-    train = load_instruction_data(data, images, processor, max_length, longest)
+    image_tokens = image_token_counter(processor, model.config)
+    train = load_instruction_data(data, images, processor, max_length, longest, image_tokens)
     for reason, count in sorted(train.skipped.items()):
         logger.warning("Skipped %d training records: %s", count, reason)
     eval_dataset = None
     if eval_data:
-        evaluation = load_instruction_data(eval_data, images, processor, max_length, longest)
+        evaluation = load_instruction_data(eval_data, images, processor, max_length, longest, image_tokens)
         eval_dataset = LazyImageDataset(evaluation.records, processor.image_processor)
     if lora_rank:
         model = add_lora(model, lora_rank, train_projector=not args.freeze_projector)

@@ -27,9 +27,11 @@ def unwrap_peft(model):
 def freeze_modules(model, args: MatryoshkaTrainingArguments) -> None:
     """Switch off gradients of the parts the arguments (or the MQT stage preset) keep fixed."""
     model = unwrap_peft(model)
+    # LLaVA-NeXT's row-end embedding joins vision and language like the projector, and trains or rests with it.
+    newline = [model.model.image_newline] if hasattr(model.model, "image_newline") else []
     parts = {
         "vision tower": (args.freeze_vision_tower, [model.model.vision_tower]),
-        "projector": (args.freeze_projector, [model.model.multi_modal_projector]),
+        "projector": (args.freeze_projector, [model.model.multi_modal_projector, *newline]),
         "language model": (args.freeze_language_model, [model.model.language_model, model.lm_head]),
     }
     for frozen, modules in parts.values():
