@@ -52,14 +52,7 @@ def fresh_query_transformer(config, seed: int = 0) -> dict[str, torch.Tensor]:
     """An MQT projector initialised as the authors do (`MatryoshkaQueryTransformer.reset_parameters`), seeded."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        module = MatryoshkaQueryTransformer(
-            num_queries=config.num_queries,
-            hidden_size=config.query_hidden_size,
-            output_size=config.text_config.hidden_size,
-            num_heads=config.query_num_heads,
-            layer_norm_eps=config.query_layer_norm_eps,
-            image_dependent_keys=config.image_dependent_keys,
-        )
+        module = MatryoshkaQueryTransformer.from_config(config)
     return {f"model.multi_modal_projector.{name}": value.detach() for name, value in module.state_dict().items()}
 
 

@@ -21,6 +21,7 @@ from transformers import LlavaConfig, LlavaForConditionalGeneration
 from modeling_matryoshka_llava import M3LlavaForConditionalGeneration, MQTLlavaForConditionalGeneration
 
 from .cost import prefill_cost
+from .report import save_figure
 
 
 def build_bench_models(m3_config, mqt_config, *, seed: int = 0, dtype: torch.dtype = torch.float32, device="cpu"):
@@ -360,12 +361,7 @@ def plot_bench(result: dict, path: str | os.PathLike) -> Path:
         axis.grid(True, alpha=0.3)
         axis.legend(fontsize=8)
     figure.suptitle(f"Speed per visual-token count ({result['device']})")
-    figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)
 
 
 def write_bench_outputs(result: dict, output_dir: str | os.PathLike, stem: str = "speed") -> dict[str, Path]:

@@ -92,6 +92,13 @@ def plot_tradeoff(results, path: str | os.PathLike, *, by_category: bool = False
         axis.axis("off")
     axes.flat[0].legend(fontsize=8, title="* = oracle", title_fontsize=8)
     figure.suptitle(title or f"{runs[0]['dataset']}: {metric} vs visual tokens")
+    return save_figure(figure, path)
+
+
+def save_figure(figure, path: str | os.PathLike) -> Path:
+    """Write a matplotlib figure as a PNG (creating its folder) and close it."""
+    import matplotlib.pyplot as plt
+
     figure.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

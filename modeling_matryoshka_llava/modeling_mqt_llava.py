@@ -12,14 +12,7 @@ class MQTLlavaModel(MatryoshkaLlavaModelBase):
     config: MQTLlavaConfig
 
     def build_projector(self, config: MQTLlavaConfig) -> MatryoshkaQueryTransformer:
-        return MatryoshkaQueryTransformer(
-            num_queries=config.num_queries,
-            hidden_size=config.query_hidden_size,
-            output_size=config.text_config.hidden_size,
-            num_heads=config.query_num_heads,
-            layer_norm_eps=config.query_layer_norm_eps,
-            image_dependent_keys=config.image_dependent_keys,
-        )
+        return MatryoshkaQueryTransformer.from_config(config)
 
     def _init_weights(self, module):
         if isinstance(module, MatryoshkaQueryTransformer):

@@ -115,6 +115,18 @@ class MatryoshkaQueryTransformer(nn.Module):
         self.proj = nn.Parameter(torch.empty(hidden_size, output_size))
         self.reset_parameters()
 
+    @classmethod
+    def from_config(cls, config) -> "MatryoshkaQueryTransformer":
+        """The projector an `MQTLlavaConfig` describes."""
+        return cls(
+            num_queries=config.num_queries,
+            hidden_size=config.query_hidden_size,
+            output_size=config.text_config.hidden_size,
+            num_heads=config.query_num_heads,
+            layer_norm_eps=config.query_layer_norm_eps,
+            image_dependent_keys=config.image_dependent_keys,
+        )
+
     @torch.no_grad()
     def reset_parameters(self) -> None:
         """The released initialisation: trunc-normal queries and output projection of the attention, fp16-rounded

@@ -78,7 +78,11 @@ class MatryoshkaLlavaProcessor(ProcessorMixin):
                     f"num_visual_tokens={count!r} is not a positive integer; the model lists its valid values "
                     "in `config.valid_num_visual_tokens`."
                 )
-        remaining = iter(counts)
+        return self._expand_runs(texts, run_pattern, counts)
+
+    def _expand_runs(self, texts: list[str], run_pattern, tokens_per_image: list[int]) -> list[str]:
+        """Each placeholder run (in order) becomes its image's number of tokens; a longer run must already match."""
+        remaining = iter(tokens_per_image)
 
         def expand(match: re.Match) -> str:
             count = next(remaining)

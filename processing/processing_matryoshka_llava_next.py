@@ -152,18 +152,6 @@ class MatryoshkaLlavaNextProcessor(MatryoshkaLlavaProcessor):
                 )
         return [int(count) for count in counts]
 
-    def _expand_runs(self, texts: list[str], run_pattern, tokens_per_image: list[int]) -> list[str]:
-        remaining = iter(tokens_per_image)
-
-        def expand(match: re.Match) -> str:
-            count = next(remaining)
-            length = len(match.group(0)) // len(self.image_token)
-            if length not in (1, count):
-                raise ValueError(f"A run of {length} placeholders cannot be expanded to {count} visual tokens.")
-            return self.image_token * count
-
-        return [run_pattern.sub(expand, sample) for sample in texts]
-
     def num_image_tokens(self, image_size, num_visual_tokens: int, image_grid_pinpoints=None) -> int:
         """Visual tokens an image of (height, width) becomes at `num_visual_tokens` per crop: what the model
         produces for it (SPEC 3). `image_grid_pinpoints` defaults to the image processor's."""
