@@ -15,8 +15,13 @@ from .results import CostTable, EvalResults, load_cost_table, load_eval_results
 # A rendered card records its non-metadata inputs in an HTML comment (invisible on the Hub), so that it can be
 # rendered again, e.g. for another repo id, from the folder alone.
 RECORD_PATTERN = re.compile(r"<!-- matryoshka-llava card inputs: (\{.*?\}) -->")
-KINDS = ("m3-llava", "m3-llava-next", "mqt-llava")
-TEMPLATES = {"m3-llava": "m3_llava.md", "m3-llava-next": "m3_llava_next.md", "mqt-llava": "mqt_llava.md"}
+KINDS = ("m3-llava", "m3-llava-next", "mqt-llava", "llava-baseline")
+TEMPLATES = {
+    "m3-llava": "m3_llava.md",
+    "m3-llava-next": "m3_llava_next.md",
+    "mqt-llava": "mqt_llava.md",
+    "llava-baseline": "llava_baseline.md",
+}
 # The instruction data of LLaVA-1.5, which M3 and MQT were also trained on.
 LLAVA_1_5_DATASETS = ["liuhaotian/LLaVA-Pretrain", "liuhaotian/LLaVA-Instruct-150K"]
 # How to supply each required field from the command line.
@@ -99,8 +104,17 @@ def read_folder_inputs(folder: Path) -> CardInputs:
         inputs.num_queries = config.get("num_queries", 256)
         inputs.valid_num_visual_tokens = [1, inputs.num_queries]
         inputs.projector_is_trained = config.get("projector_is_trained", True)
+    elif model_type == "llava" and inputs.grid_side:
+        # A plain LLaVA, reduced only by the training-free baselines (over M3's nested scales of its grid).
+        from modeling_matryoshka_llava.visual_token_counts import nested_pooling_scales
+
+        inputs.kind = "llava-baseline"
+        inputs.valid_num_visual_tokens = nested_pooling_scales(inputs.grid_side)
+        config["num_visual_tokens"] = inputs.grid_side**2
     else:
-        raise ModelCardError(f"{config_path}: model_type {model_type!r} is not an M3-LLaVA or MQT-LLaVA model.")
+        raise ModelCardError(
+            f"{config_path}: model_type {model_type!r} is not an M3-LLaVA, MQT-LLaVA or plain LLaVA model."
+        )
     inputs.default_num_visual_tokens = config.get("num_visual_tokens")
     metadata, recorded = read_existing_card(folder)
     inputs.license = metadata.get("license")

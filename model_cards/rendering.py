@@ -28,8 +28,8 @@ REQUIRED_METADATA = {"library_name": "transformers", "pipeline_tag": "image-text
 
 
 def card_metadata(inputs: CardInputs) -> ModelCardData:
-    family = "mqt" if inputs.kind == "mqt-llava" else "m3"
-    tags = ["matryoshka", family, "llava", "vision-language", "image-text-to-text"]
+    family = {"mqt-llava": ["mqt"], "llava-baseline": ["training-free-baseline"]}.get(inputs.kind, ["m3"])
+    tags = ["matryoshka", *family, "llava", "vision-language", "image-text-to-text"]
     if inputs.kind == "m3-llava-next":
         tags.append("llava-next")
     return ModelCardData(

@@ -219,3 +219,19 @@ def test_m3_llava_next_folder_gets_the_next_card(tmp_path):
     assert inputs.kind == "m3-llava-next" and inputs.valid_num_visual_tokens == [1, 9, 36, 144, 576]
     text = render_model_card(inputs)
     assert "M3-LLaVA-NeXT" in text and "counts tokens per crop" in text and "one of 1, 9, 36, 144, 576" in text
+
+
+def test_plain_llava_folder_gets_the_training_free_baseline_card(m3_model, processor, tmp_path):
+    from tiny_models import llava_with_weights_of
+
+    folder = tmp_path / "plain"
+    llava_with_weights_of(m3_model).save_pretrained(folder)
+    processor.save_pretrained(folder)
+    results = write_eval_results(tmp_path / "results", [1, 9, 36, 144, 576], baseline="average_pooling")
+    inputs = card_inputs_for_folder(folder, eval_results=[results], source_checkpoint="trained in code",
+                                    license="apache-2.0", repo_id="me/plain")
+    assert inputs.kind == "llava-baseline" and inputs.valid_num_visual_tokens == [1, 9, 36, 144, 576]
+    card = ModelCard(render_model_card(inputs), ignore_metadata_errors=False)
+    assert "training-free-baseline" in card.data.to_dict()["tags"]
+    assert 'load_model_for_eval("me/plain", baseline="average_pooling"' in card.text
+    assert "training-free baseline `average_pooling`" in card.text and "| 9 | 0.53 | 0.04 |" in card.text
