@@ -108,14 +108,18 @@ def evaluation_table(result: EvalResults) -> dict:
 
 
 def cost_table(cost: CostTable) -> dict:
+    # TFLOPs for real models; GFLOPs when even the largest count is below one TFLOP (small models).
+    largest = max(max(row.llm_prefill_flops, row.vision_flops) for row in cost.rows)
+    unit, scale = ("TFLOPs", 1e12) if largest >= 1e12 else ("GFLOPs", 1e9)
     return {
         "config": cost.config,
         "num_text_tokens": cost.num_text_tokens,
+        "flops_unit": unit,
         "rows": [
             {
                 "num_visual_tokens": row.num_visual_tokens,
-                "llm_prefill": f"{row.llm_prefill_flops / 1e12:.3f}",
-                "vision": f"{row.vision_flops / 1e12:.3f}",
+                "llm_prefill": f"{row.llm_prefill_flops / scale:.3f}",
+                "vision": f"{row.vision_flops / scale:.3f}",
                 "kv_cache": f"{row.kv_cache_bytes / 2**20:.1f}",
                 "activations": f"{row.activation_bytes / 2**20:.1f}",
             }

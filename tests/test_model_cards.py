@@ -207,7 +207,14 @@ def test_cards_are_filled_from_what_the_eval_and_cost_commands_write(m3_model, p
     rows = {item.num_visual_tokens: item.metrics["accuracy"] for item in eval_results.per_k}
     assert sorted(rows) == [1, 9] and f"| 9 | {format_number(rows[9])} |" in text
     assert "](evaluation/" in text and eval_results.plot is not None
-    assert f"| 36 | {cost.rows[1].llm_prefill_flops / 1e12:.3f} |" in text
+    # A tiny model's FLOPs are shown in GFLOPs (in TFLOPs they would all read 0.000).
+    assert "LLM prefill (GFLOPs)" in text and f"| 36 | {cost.rows[1].llm_prefill_flops / 1e9:.3f} |" in text
+
+
+def test_cost_table_of_a_large_model_is_in_tflops(tmp_path):
+    cost = load_cost_table(write_cost_table(tmp_path))
+    text = render_model_card(complete_inputs("m3-llava", cost=cost))
+    assert "LLM prefill (TFLOPs)" in text and f"| 576 | {13.4e9 * 606 / 1e12:.3f} |" in text
 
 
 def test_m3_llava_next_folder_gets_the_next_card(tmp_path):
