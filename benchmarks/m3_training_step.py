@@ -18,7 +18,7 @@ import torch
 from transformers import CLIPVisionConfig, LlamaConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from modeling_matryoshka_llava import M3LlavaConfig, M3LlavaForConditionalGeneration  # noqa: E402
+from modeling_matryoshka_llava import M3LlavaConfig, M3LlavaForConditionalGeneration
 
 
 def build_model() -> M3LlavaForConditionalGeneration:

@@ -2,12 +2,7 @@
 
 import argparse
 
-
-def _counts(text: str) -> list[int]:
-    try:
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from error
+from .count_arguments import comma_separated_counts
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -15,8 +10,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="Architecture of the M3 / plain LLaVA models: a named one (bench-m3, m3-llava-1.5-7b, "
                              "llava-1.5-7b, ...), a checkpoint folder or config.json. Weights are random: speed only.")
     parser.add_argument("--mqt-config", default="bench-mqt", help="Architecture of the MQT model (same tower and LLM).")
-    parser.add_argument("--m3-counts", type=_counts, help="Default: the M3 scales.")
-    parser.add_argument("--mqt-counts", type=_counts, help="Default: M and the M3 scales below it.")
+    parser.add_argument("--m3-counts", type=comma_separated_counts, help="Default: the M3 scales.")
+    parser.add_argument("--mqt-counts", type=comma_separated_counts, help="Default: M and the M3 scales below it.")
     parser.add_argument("--num-text-tokens", type=int, default=32)
     parser.add_argument("--decode-tokens", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=10, help="Interleaved repetitions (after --warmup).")

@@ -6,18 +6,10 @@ Data parallel: `accelerate launch -m matryoshka_llava_cli eval ...` on GPUs, or
 
 import argparse
 
+from .count_arguments import comma_separated_counts
 from .data import PRESETS, parse_column_overrides
 from .model_loading import BASELINES
 from .tasks import TASKS
-
-
-def parse_counts(text: str | None) -> list[int] | None:
-    if text is None:
-        return None
-    try:
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(f"--num-visual-tokens must be comma-separated integers, got {text!r}") from error
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -30,7 +22,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--column", action="append", default=[], metavar="ROLE=COLUMN",
                         help="Map a role (image, question, answer, choices, hint, category, id) to a column; "
                              "choices may list several columns: choices=A,B,C,D. Repeatable.")
-    parser.add_argument("--num-visual-tokens", type=parse_counts, metavar="K1,K2,...",
+    parser.add_argument("--num-visual-tokens", type=comma_separated_counts, metavar="K1,K2,...",
                         help="Counts to evaluate (default: M3's scales; MQT 2,4,...,M).")
     parser.add_argument("--baseline", choices=BASELINES,
                         help="Training-free token reduction for a plain LLaVA (or to replace M3's pooling).")

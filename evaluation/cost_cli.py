@@ -2,12 +2,7 @@
 
 import argparse
 
-
-def _counts(text: str) -> list[int]:
-    try:
-        return [int(part) for part in text.split(",") if part.strip()]
-    except ValueError as error:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from error
+from .count_arguments import comma_separated_counts
 
 
 def _image_size(text: str) -> tuple[int, int]:
@@ -24,7 +19,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help=f"A named architecture ({', '.join(ARCHITECTURES)}), a checkpoint folder, a config.json "
                              "or a Hub id. Default: llava-1.5-7b.")
     parser.add_argument("--num-text-tokens", type=int, default=30, help="Text tokens in the prompt (default 30).")
-    parser.add_argument("--num-visual-tokens", type=_counts, metavar="K1,K2,...",
+    parser.add_argument("--num-visual-tokens", type=comma_separated_counts, metavar="K1,K2,...",
                         help="Visual tokens per image (per crop for LLaVA-NeXT); default: the model's scales.")
     parser.add_argument("--dtype", default="float16", help="Bytes per element for memory (default float16).")
     parser.add_argument("--image-size", type=_image_size, metavar="HxW",

@@ -55,16 +55,16 @@ _register()
 
 __all__ = [
     "M3LlavaConfig",
-    "M3LlavaModel",
     "M3LlavaForConditionalGeneration",
+    "M3LlavaModel",
     "M3LlavaNextConfig",
-    "M3LlavaNextModel",
     "M3LlavaNextForConditionalGeneration",
+    "M3LlavaNextModel",
     "MQTLlavaConfig",
-    "MQTLlavaModel",
     "MQTLlavaForConditionalGeneration",
+    "MQTLlavaModel",
     "MatryoshkaLlavaImageProcessor",
-    "MatryoshkaLlavaProcessor",
     "MatryoshkaLlavaNextImageProcessor",
     "MatryoshkaLlavaNextProcessor",
+    "MatryoshkaLlavaProcessor",
 ]

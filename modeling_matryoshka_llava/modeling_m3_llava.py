@@ -38,4 +38,4 @@ class M3LlavaForConditionalGeneration(MatryoshkaLlavaForConditionalGenerationBas
     base_model_class = M3LlavaModel
 
 
-__all__ = ["M3LlavaModel", "M3LlavaForConditionalGeneration"]
+__all__ = ["M3LlavaForConditionalGeneration", "M3LlavaModel"]

@@ -34,4 +34,4 @@ class MQTLlavaForConditionalGeneration(MatryoshkaLlavaForConditionalGenerationBa
     base_model_class = MQTLlavaModel
 
 
-__all__ = ["MQTLlavaModel", "MQTLlavaForConditionalGeneration"]
+__all__ = ["MQTLlavaForConditionalGeneration", "MQTLlavaModel"]

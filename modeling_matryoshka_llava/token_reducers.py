@@ -12,7 +12,6 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import initialization as init
 
-
 VISUAL_TOKEN_REDUCTIONS = ("average_pooling", "spatial_sampling", "sequential_sampling")
 
 

@@ -6,10 +6,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, os.path.dirname(__file__))
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
-
-from tiny_models import random_images, tiny_m3, tiny_mqt, tiny_processor  # noqa: E402
+import pytest
+import torch
+from tiny_models import random_images, tiny_m3, tiny_mqt, tiny_processor
 
 torch.set_num_threads(2)
 

@@ -12,11 +12,11 @@ import sys
 sys.path.insert(0, os.path.dirname(__file__))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import torch  # noqa: E402
-from tiny_models import tiny_m3, tiny_mqt, tiny_processor  # noqa: E402
+import torch
+from tiny_models import tiny_m3, tiny_mqt, tiny_processor
 
-from training.arguments import MatryoshkaTrainingArguments  # noqa: E402
-from training.run import build_trainer  # noqa: E402
+from training.arguments import MatryoshkaTrainingArguments
+from training.run import build_trainer
 
 
 def train(data_dir: str, out_dir: str, method: str, per_device_batch: int, steps: int) -> None:

@@ -11,10 +11,9 @@ for name in ("modeling_matryoshka_llava", "processing", "conversion", "model_car
     sys.modules[name] = None  # `import name` now raises ImportError
 sys.path = [entry for entry in sys.path if entry not in ("", ".")]
 
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
-from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, AutoProcessor  # noqa: E402
-import transformers  # noqa: E402
+import transformers
+from PIL import Image
+from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, AutoProcessor
 
 
 def main(folder: str, counts: list[int]) -> dict:

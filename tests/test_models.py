@@ -3,7 +3,7 @@
 import pytest
 import torch
 from conftest import chat_prompt
-from tiny_models import llava_with_weights_of, random_images, tiny_m3
+from tiny_models import llava_with_weights_of, random_images
 
 from modeling_matryoshka_llava import M3LlavaForConditionalGeneration, MQTLlavaForConditionalGeneration
 

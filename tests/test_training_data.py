@@ -2,7 +2,6 @@
 
 import json
 
-import pytest
 import torch
 from tiny_models import tiny_processor
 

@@ -66,13 +66,13 @@ def llava_with_weights_of(model) -> LlavaForConditionalGeneration:
     """transformers' own LLaVA holding exactly the weights of an M3 model."""
     config = LlavaConfig(**tiny_llava_kwargs())
     llava = LlavaForConditionalGeneration(config).eval()
-    missing, unexpected = llava.load_state_dict(model.state_dict(), strict=True), None
+    llava.load_state_dict(model.state_dict(), strict=True)
     return llava
 
 
 def random_images(count: int, seed: int = 0, sizes=((48, 48),)):
-    from PIL import Image
     import numpy as np
+    from PIL import Image
 
     rng = np.random.default_rng(seed)
     return [
