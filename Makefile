@@ -7,7 +7,7 @@ OLDEST_VENV ?= .venv-oldest
 # The oldest transformers release this package supports (pyproject.toml); CI tests it and the newest.
 OLDEST_TRANSFORMERS ?= 5.18.0
 
-.PHONY: install test test-newest test-oldest
+.PHONY: install demo test test-newest test-oldest
 
 install: $(VENV)/.installed
 
@@ -24,6 +24,10 @@ $(OLDEST_VENV)/.installed: pyproject.toml
 	$(OLDEST_VENV)/bin/pip install -q "$(TORCH_SPEC)"
 	$(OLDEST_VENV)/bin/pip install -q -e ".[test]" "transformers==$(OLDEST_TRANSFORMERS)"
 	touch $@
+
+# The main job: the shipped tiny models through the Auto classes as remote code (see README).
+demo: $(VENV)/.installed
+	$(VENV)/bin/matryoshka-llava demo
 
 test: test-newest test-oldest
 

@@ -1,0 +1,31 @@
+"""`matryoshka-llava demo`: run the shipped tiny models (see demo/run_demo.py)."""
+
+import argparse
+
+from evaluation.count_arguments import comma_separated_counts
+
+from .run_demo import DEFAULT_COUNTS, MODELS_DIR, run_demo
+
+
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--models", nargs="+", choices=sorted(DEFAULT_COUNTS), default=["m3", "mqt", "llava"],
+        help="Which shipped models to run (llava = the plain baseline with training-free average pooling).",
+    )
+    parser.add_argument("--m3-counts", type=comma_separated_counts, help=f"Counts for M3 (default {DEFAULT_COUNTS['m3']}).")
+    parser.add_argument("--mqt-counts", type=comma_separated_counts, help=f"Counts for MQT (default {DEFAULT_COUNTS['mqt']}).")
+    parser.add_argument("--llava-counts", type=comma_separated_counts, help=f"Counts for plain + pooling (default {DEFAULT_COUNTS['llava']}).")
+    parser.add_argument("--num-items", type=int, help="Test items to evaluate (default: the whole test split).")
+    parser.add_argument("--output-dir", default="demo_outputs", help="Where the plot and per-item results go.")
+    parser.add_argument("--models-dir", default=str(MODELS_DIR), help="Folder holding m3/, mqt/ and llava/.")
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    counts = {"m3": args.m3_counts, "mqt": args.mqt_counts, "llava": args.llava_counts}
+    run_demo(
+        models=args.models, counts={name: value for name, value in counts.items() if value},
+        num_items=args.num_items, output_dir=args.output_dir, models_dir=Path(args.models_dir),
+    )
+    return 0

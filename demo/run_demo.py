@@ -1,0 +1,147 @@
+"""`matryoshka-llava demo`: the shipped tiny models, loaded as remote code, show the accuracy / token trade-off.
+
+For each model it prints the answers to one question per family about a sample image at every count, the
+accuracy per family at every count on the benchmark's test split (M3, MQT, and the plain model with
+training-free average pooling), the per-item oracle, and the prefill latency per count measured in the same run;
+it writes the plot of accuracy vs visual tokens per family. Scoring is `evaluation.evaluate` (exact match).
+"""
+
+import random
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForImageTextToText, AutoProcessor
+
+from evaluation import evaluate, load_model_for_eval, plot_tradeoff
+
+from .shapes_benchmark import FAMILIES, SPLIT_SIZES, generate_split, make_item, sample_scene
+
+MODELS_DIR = Path(__file__).parent / "models"
+MODEL_LABELS = {"m3": "M3", "mqt": "MQT", "llava": "plain LLaVA + avg pooling"}
+DEFAULT_COUNTS = {"m3": [1, 9, 36, 144, 576], "mqt": [1, 2, 4, 9, 16, 36, 64, 144, 256], "llava": [1, 9, 36, 144, 576]}
+TEST_SPLIT_SEED_OFFSET = 2  # build_shapes_benchmark's stream for "test"
+
+
+def load_demo_model(name: str, models_dir: Path = MODELS_DIR):
+    """M3 / MQT through the Auto classes as remote code; the plain LLaVA with training-free average pooling."""
+    folder = models_dir / name
+    if not (folder / "config.json").exists():
+        raise FileNotFoundError(f"No shipped model at {folder}: run `python -m demo.train_tiny_models` to build it.")
+    if name == "llava":
+        model, processor = load_model_for_eval(folder, baseline="average_pooling", trust_remote_code=True, device="cpu")
+        return model, processor
+    model = AutoModelForImageTextToText.from_pretrained(folder, trust_remote_code=True).eval()
+    return model, AutoProcessor.from_pretrained(folder, trust_remote_code=True)
+
+
+def test_split(seed: int, num_items: int | None):
+    size = SPLIT_SIZES["test"] if num_items is None else min(num_items, SPLIT_SIZES["test"])
+    # generate_split is a pure function of (seed, size) prefix-wise: the first n items equal a larger split's.
+    return generate_split(seed * 1000 + TEST_SPLIT_SEED_OFFSET, size)
+
+
+def evaluate_on_test_split(name: str, model, processor, dataset, counts, batch_size: int = 50, results_jsonl=None):
+    """Exact-match accuracy per family at every count (the project's `evaluate`), greedy, as in the model cards."""
+    results = evaluate(
+        model, processor, dataset, task="exact_match", num_visual_tokens=counts,
+        columns={"image": "image", "question": "question", "answer": "answer", "category": "family", "id": "id"},
+        batch_size=batch_size, max_new_tokens=4, model_name=MODEL_LABELS[name], dataset_name="shapes-benchmark",
+        results_jsonl=results_jsonl,
+    )
+    return {**results, "split": "test"}
+
+
+def prompt(processor, question: str) -> str:
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+    return processor.apply_chat_template(messages, add_generation_prompt=True)
+
+
+def sample_answers(model, processor, counts, seed: int) -> list[dict]:
+    """One scene, a question per family about it, and the answers at every count."""
+    image, rows = sample_scene(seed)
+    texts = [prompt(processor, row["question"]) for row in rows]
+    inputs = processor(images=[image] * len(rows), text=texts, padding=True, return_tensors="pt")
+    for count in counts:
+        with torch.no_grad():
+            output = model.generate(**inputs, num_visual_tokens=count, max_new_tokens=4, do_sample=False)
+        answers = processor.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+        for row, answer in zip(rows, answers):
+            row[count] = answer.strip()
+    return rows
+
+
+def prefill_latency_ms(model, processor, counts, repeats: int = 5) -> dict[int, float]:
+    """Median wall time of one prefill (a single prompt, batch 1) at each count, counts interleaved."""
+    image, question, _ = make_item(random.Random(0), "global")
+    inputs = processor(images=image, text=prompt(processor, question), return_tensors="pt")
+    timings = {count: [] for count in counts}
+    with torch.no_grad():
+        for count in counts:  # warm-up
+            model(**inputs, num_visual_tokens=count)
+        for _ in range(repeats):
+            for count in counts:
+                start = time.perf_counter()
+                model(**inputs, num_visual_tokens=count, logits_to_keep=1)
+                timings[count].append(1000 * (time.perf_counter() - start))
+    return {count: statistics.median(values) for count, values in timings.items()}
+
+
+def run_demo(
+    models=("m3", "mqt", "llava"),
+    counts: dict[str, list[int]] | None = None,
+    num_items: int | None = None,
+    output_dir: str | Path = "demo_outputs",
+    models_dir: Path = MODELS_DIR,
+    seed: int = 0,
+    batch_size: int = 50,
+) -> dict:
+    """Run everything and print it; returns {model: {"results", "latency_ms", "sample"}} and the plot path."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    dataset = test_split(seed, num_items)
+    report = {}
+    for name in models:
+        model, processor = load_demo_model(name, models_dir)
+        model_counts = (counts or {}).get(name) or DEFAULT_COUNTS[name]
+        label = MODEL_LABELS[name]
+        print(f"\n=== {label}  ({models_dir / name})")
+        sample = sample_answers(model, processor, model_counts, seed)
+        print_sample(sample, model_counts)
+        items = output_dir / f"{name}_items.jsonl"
+        items.unlink(missing_ok=True)  # a demo run measures afresh rather than resuming an earlier run's answers
+        results = evaluate_on_test_split(name, model, processor, dataset, model_counts, batch_size, items)
+        latency = prefill_latency_ms(model, processor, model_counts)
+        print_accuracy(results, latency)
+        report[name] = {"results": results, "latency_ms": latency, "sample": sample}
+    plot = plot_tradeoff(
+        [entry["results"] for entry in report.values()], output_dir / "accuracy_vs_tokens.png", by_category=True,
+        labels=[MODEL_LABELS[name] for name in report], title="Shapes benchmark: accuracy vs visual tokens per family",
+    )
+    print(f"\nPlot: {plot}")
+    report["plot"] = plot
+    return report
+
+
+def print_sample(rows: list[dict], counts: list[int]) -> None:
+    print("Sample image, one question per family (answers per number of visual tokens):")
+    header = f"  {'question':<34}{'truth':<13}" + "".join(f"{count:>13}" for count in counts)
+    print(header)
+    for row in rows:
+        cells = "".join(f"{row[count][:12]:>13}" for count in counts)
+        print(f"  {row['question']:<34}{row['answer']:<13}{cells}")
+
+
+def print_accuracy(results: dict, latency: dict[int, float]) -> None:
+    families = [family for family in FAMILIES if family in (results.get("categories") or FAMILIES)]
+    metric = results["metric"]
+    print(f"Accuracy on {results['num_items']} test items (%), prefill latency (ms, batch 1):")
+    print(f"  {'tokens':>7}" + "".join(f"{family:>10}" for family in families) + f"{'overall':>10}{'prefill':>10}")
+    for row in results["per_k"]:
+        count = row["num_visual_tokens"]
+        cells = "".join(f"{100 * row['by_category'][family][metric]:>10.1f}" for family in families)
+        print(f"  {count:>7}{cells}{100 * row['metrics'][metric]:>10.1f}{latency[count]:>10.1f}")
+    oracle = results["oracle"]
+    print(f"  oracle: accuracy {100 * oracle['accuracy']:.1f}% at {oracle['mean_visual_tokens']:.1f} visual tokens on average")

@@ -1,0 +1,157 @@
+"""The demo: the synthetic benchmark's generator, the tiny models' training recipe end to end, and `demo` itself on
+the shipped models (loaded as remote code)."""
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from demo.shapes_benchmark import (
+    BACKGROUNDS,
+    FAMILIES,
+    GLYPHS,
+    QUADRANTS,
+    SHAPES,
+    build_shapes_benchmark,
+    make_item,
+    sample_scene,
+    vocabulary,
+)
+from demo.tiny_architecture import build_tiny_processor
+
+SMALL = {"train": 24, "validation": 8, "test": 8}
+
+
+def test_benchmark_is_a_pure_function_of_the_seed():
+    first, second = build_shapes_benchmark(3, SMALL), build_shapes_benchmark(3, SMALL)
+    for split, size in SMALL.items():
+        assert len(first[split]) == size
+        for a, b in zip(first[split], second[split]):
+            assert {k: v for k, v in a.items() if k != "image"} == {k: v for k, v in b.items() if k != "image"}
+            assert np.array_equal(np.asarray(a["image"]), np.asarray(b["image"]))
+    other = build_shapes_benchmark(4, SMALL)
+    assert [row["answer"] for row in other["test"]] != [row["answer"] for row in first["test"]]
+    # Each split has its own stream: growing the training split does not change the test split.
+    grown = build_shapes_benchmark(3, {**SMALL, "train": 40})
+    assert grown["test"]["id"] == first["test"]["id"] and grown["test"]["answer"] == first["test"]["answer"]
+
+
+def test_splits_cycle_through_the_families_with_words_the_tokenizer_knows():
+    split = build_shapes_benchmark(0, {"train": 0, "validation": 0, "test": 400})["test"]
+    assert split["family"] == [FAMILIES[index % 4] for index in range(400)]
+    words = set(vocabulary())
+    for row in split:
+        assert set(row["answer"].split()) <= words
+        assert set(row["question"].replace("?", " ?").split()) <= words
+    counts = [row["answer"] for row in split if row["family"] == "counting"]
+    assert sorted(set(counts)) == ["1", "2", "3", "4"]  # balanced answers: every count occurs
+    letters = {row["answer"] for row in split if row["family"] == "reading"}
+    assert len(letters) >= 8
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_answers_match_the_drawn_scene(seed):
+    for family in FAMILIES:
+        image, question, answer = make_item(random.Random(seed), family)
+        same_image, facts = make_item(random.Random(seed), family, with_facts=True)
+        pixels, kinds = np.asarray(image), np.asarray(facts["kind_map"])
+        assert np.array_equal(pixels, np.asarray(same_image))
+        if family == "global":
+            assert tuple(pixels[kinds == 0][0]) == BACKGROUNDS[answer]
+        elif family == "reading":
+            letter_ids = np.asarray(facts["letter_map"])
+            assert set(np.unique(letter_ids)) == {0, list(GLYPHS).index(answer) + 1}
+            # The glyph's black strokes are drawn inside the white box.
+            box = pixels[letter_ids > 0]
+            assert (box == 0).all(axis=1).sum() == 4 * sum(row.count("1") for row in GLYPHS[answer])
+        elif family == "counting":
+            shape = question.split()[2][:-1]
+            assert sum(item["shape"] == shape for item in facts["shapes"]) == int(answer)
+        else:
+            shape = question.split()[-1].rstrip("?")
+            assert [item["quadrant"] for item in facts["shapes"] if item["shape"] == shape] == [answer]
+            assert answer in QUADRANTS and shape in SHAPES
+
+
+def test_sample_scene_answers_are_true():
+    image, rows = sample_scene(0)
+    assert [row["family"] for row in rows] == list(FAMILIES)
+    assert image.size == (96, 96)
+
+
+def test_tiny_processor_gives_one_placeholder_and_known_words():
+    processor = build_tiny_processor()
+    image, rows = sample_scene(0)
+    for row in rows:
+        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": row["question"]}]}]
+        text = processor.apply_chat_template(messages, add_generation_prompt=True)
+        inputs = processor(images=image, text=text, return_tensors="pt")
+        ids = inputs["input_ids"][0].tolist()
+        assert ids.count(processor.tokenizer.convert_tokens_to_ids("<image>")) == 1
+        assert processor.tokenizer.unk_token_id not in ids
+        assert processor.tokenizer(row["answer"], add_special_tokens=False)["input_ids"]
+        assert processor.tokenizer.unk_token_id not in processor.tokenizer(row["answer"])["input_ids"]
+        assert inputs["pixel_values"].shape == (1, 3, 96, 96)
+
+
+def test_training_recipe_end_to_end_and_resume(tmp_path, capsys):
+    """Every stage of `python -m demo.train_tiny_models` at a few steps on a small benchmark; a rerun in the same
+    work folder reuses the finished stages and writes the same models."""
+    from transformers import AutoConfig
+
+    from demo.train_tiny_models import train_all
+
+    torch.set_num_threads(1)
+    sizes = {"train": 16, "validation": 4, "test": 4}
+    timings = train_all(tmp_path / "models", steps_scale=0.0015, batch_size=4, work=tmp_path / "work", split_sizes=sizes)
+    assert set(timings) == {"vision_pretraining", "plain", "m3", "mqt_stage1", "mqt_stage2"}
+    types = {name: AutoConfig.from_pretrained(tmp_path / "models" / name).model_type for name in ("llava", "m3", "mqt")}
+    assert types == {"llava": "llava", "m3": "m3_llava", "mqt": "mqt_llava"}
+    assert not list((tmp_path / "models").glob("*.partial"))
+    from safetensors.torch import load_file
+
+    weights = {name: load_file(tmp_path / "models" / name / "model.safetensors") for name in ("m3", "mqt")}
+    capsys.readouterr()
+    again = train_all(tmp_path / "again", steps_scale=0.0015, batch_size=4, work=tmp_path / "work", split_sizes=sizes)
+    assert all(minutes == 0.0 for minutes in again.values())
+    assert "already trained" in capsys.readouterr().out
+    for name, state in weights.items():
+        reloaded = load_file(tmp_path / "again" / name / "model.safetensors")
+        assert all(torch.equal(state[key], reloaded[key]) for key in state)
+
+    # The last step of the command: each model's card with its measured test-split results.
+    from demo.cards import write_demo_cards
+
+    results = write_demo_cards(tmp_path / "models", num_items=4)
+    for name, counts in {"m3": [1, 9, 36, 144, 576], "mqt": [1, 2, 4, 9, 16, 36, 64, 144, 256], "llava": [1, 9, 36, 144, 576]}.items():
+        card = (tmp_path / "models" / name / "README.md").read_text()
+        assert [row["num_visual_tokens"] for row in results[name]["per_k"]] == counts
+        assert "shapes-benchmark" in card and "license: apache-2.0" in card
+        assert "demo.train_tiny_models" in card
+        stored = sorted(path.name for path in (tmp_path / "models" / name / "evaluation").glob("*.json"))
+        assert stored == ["cost.json", f"shapes-benchmark-test{'-average_pooling' if name == 'llava' else ''}.json"]
+        assert "GFLOPs" in card
+    assert "average_pooling" in (tmp_path / "models" / "llava" / "README.md").read_text()
+    torch.set_num_threads(2)
+
+
+def test_demo_runs_the_shipped_models_as_remote_code(tmp_path, capsys):
+    from demo.run_demo import MODELS_DIR, load_demo_model, run_demo
+
+    for name in ("m3", "mqt"):
+        model, _ = load_demo_model(name)
+        # Loaded through the Auto classes from the folder's own code, not from this package.
+        assert type(model).__module__.startswith("transformers_modules")
+    report = run_demo(
+        counts={"m3": [1, 576], "mqt": [1, 256], "llava": [9]}, num_items=8, output_dir=tmp_path, batch_size=8
+    )
+    out = capsys.readouterr().out
+    for label in ("=== M3", "=== MQT", "=== plain LLaVA + avg pooling", "oracle: accuracy", "Sample image"):
+        assert label in out
+    assert report["plot"].exists() and report["plot"].stat().st_size > 0
+    assert [row["num_visual_tokens"] for row in report["m3"]["results"]["per_k"]] == [1, 576]
+    assert set(report["mqt"]["latency_ms"]) == {1, 256}
+    assert report["llava"]["results"]["num_items"] == 8
+    assert len(report["m3"]["sample"]) == 4 and all(576 in row for row in report["m3"]["sample"])
+    assert (MODELS_DIR / "m3" / "README.md").exists()
