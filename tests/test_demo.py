@@ -124,7 +124,7 @@ def test_training_recipe_end_to_end_and_resume(tmp_path, capsys):
     from demo.cards import write_demo_cards
 
     results = write_demo_cards(tmp_path / "models", num_items=4)
-    for name, counts in {"m3": [1, 9, 36, 144, 576], "mqt": [1, 2, 4, 9, 16, 36, 64, 144, 256], "llava": [1, 9, 36, 144, 576]}.items():
+    for name, counts in {"m3": [1, 9, 36, 144, 576], "mqt": [1, 9, 36, 144, 256], "llava": [1, 9, 36, 144, 576]}.items():
         card = (tmp_path / "models" / name / "README.md").read_text()
         assert [row["num_visual_tokens"] for row in results[name]["per_k"]] == counts
         assert "shapes-benchmark" in card and "license: apache-2.0" in card

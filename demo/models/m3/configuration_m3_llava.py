@@ -1,0 +1,81 @@
+"""M3-LLaVA configuration: LLaVA-1.5 plus the visual-token counts its nested pooling was trained at."""
+
+import math
+from typing import Literal
+
+from transformers import LlavaConfig
+
+from .token_reducers import VISUAL_TOKEN_REDUCTIONS
+from .visual_token_counts import describe_valid, nested_pooling_scales
+
+
+def patch_grid_size(vision_config) -> int:
+    """Side of the square patch grid the vision tower produces (24 for CLIP ViT-L/14 at 336 px)."""
+    return vision_config.image_size // vision_config.patch_size
+
+
+class M3LlavaConfig(LlavaConfig):
+    r"""
+    Configuration of [`M3LlavaForConditionalGeneration`]: a [`LlavaConfig`] whose projected visual tokens are
+    average-pooled to a per-request count (Matryoshka Multimodal Models, Cai et al. 2024).
+
+    matryoshka_scales (`list[int]`, *optional*):
+        The visual-token counts the model was trained at, i.e. the values `num_visual_tokens` may take. Each must
+        be a square s*s with s dividing the patch grid side. Defaults to the grid halved while it divides evenly,
+        plus 1 (a 24x24 grid gives `[1, 9, 36, 144, 576]`).
+    num_visual_tokens (`int`, *optional*):
+        The count used when a request names none. Defaults to the full grid (plain LLaVA behaviour).
+    visual_token_reduction (`str`, *optional*, defaults to `"average_pooling"`):
+        How the grid is reduced: `"average_pooling"` (M3) or one of the training-free baselines of the M3 paper,
+        `"spatial_sampling"` (a regular strided sub-grid) and `"sequential_sampling"` (the first k tokens).
+
+    Example:
+
+    ```python
+    >>> from modeling_matryoshka_llava import M3LlavaConfig, M3LlavaForConditionalGeneration
+    >>> config = M3LlavaConfig()  # LLaVA-1.5-7B shapes, scales [1, 9, 36, 144, 576]
+    >>> model = M3LlavaForConditionalGeneration(config)
+    ```
+    """
+
+    model_type = "m3_llava"
+
+    matryoshka_scales: list[int] | None = None
+    num_visual_tokens: int | None = None
+    visual_token_reduction: Literal["average_pooling", "spatial_sampling", "sequential_sampling"] = "average_pooling"
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        resolve_m3_fields(self)
+
+    @property
+    def valid_num_visual_tokens(self) -> list[int]:
+        return self.matryoshka_scales
+
+
+def resolve_m3_fields(config) -> None:
+    """Fill in and check the M3 fields of a config (shared by M3-LLaVA and M3-LLaVA-NeXT, whose per-crop grid is
+    the same patch grid): `matryoshka_scales`, `num_visual_tokens`, `visual_token_reduction`, `image_seq_length`."""
+    grid_size = patch_grid_size(config.vision_config)
+    if config.matryoshka_scales is None:
+        config.matryoshka_scales = nested_pooling_scales(grid_size)
+    config.matryoshka_scales = sorted(int(scale) for scale in config.matryoshka_scales)
+    for scale in config.matryoshka_scales:
+        side = math.isqrt(scale)
+        if scale < 1 or side * side != scale or grid_size % side != 0:
+            raise ValueError(
+                f"matryoshka_scales holds {scale}, which does not pool a {grid_size}x{grid_size} patch grid "
+                "evenly: each scale must be s*s with s dividing the grid side."
+            )
+    if config.num_visual_tokens is None:
+        config.num_visual_tokens = grid_size * grid_size
+    if config.num_visual_tokens not in config.matryoshka_scales:
+        raise ValueError(
+            f"num_visual_tokens={config.num_visual_tokens} must be {describe_valid(config.matryoshka_scales)}."
+        )
+    if config.visual_token_reduction not in VISUAL_TOKEN_REDUCTIONS:
+        raise ValueError(f"visual_token_reduction must be one of {VISUAL_TOKEN_REDUCTIONS}.")
+    config.image_seq_length = grid_size * grid_size
+
+
+__all__ = ["M3LlavaConfig", "patch_grid_size", "resolve_m3_fields"]

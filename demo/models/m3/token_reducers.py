@@ -1,0 +1,159 @@
+"""Token reducers: visual features of one square patch grid + a token count k -> k visual tokens.
+
+`reduce_visual_tokens` holds the parameter-free reductions (M3's nested average pooling and the two
+training-free sampling baselines of the M3 paper); `MatryoshkaQueryTransformer` is the MQT-LLaVA projector.
+Part of the remote-code bundle: imports only torch and transformers.
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import initialization as init
+
+VISUAL_TOKEN_REDUCTIONS = ("average_pooling", "spatial_sampling", "sequential_sampling")
+
+
+def _to_grid(features: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """(N, side*side, C) row-major tokens -> (N, C, side, side)."""
+    num_images, num_tokens, channels = features.shape
+    side = math.isqrt(num_tokens)
+    if side * side != num_tokens:
+        raise ValueError(f"Expected a square grid of visual tokens, got {num_tokens} tokens.")
+    return features.transpose(1, 2).reshape(num_images, channels, side, side), side
+
+
+def reduce_visual_tokens(features: torch.Tensor, num_visual_tokens: int, method: str = "average_pooling") -> torch.Tensor:
+    """Reduce (N, side*side, C) row-major grid tokens to (N, num_visual_tokens, C).
+
+    - average_pooling (M3): `avg_pool2d` with kernel = stride = side / sqrt(k); k = 1 is global average pooling.
+    - spatial_sampling: keep the token at the centre of each of those cells (a regular strided sub-grid).
+    - sequential_sampling: keep the first k tokens in raster order.
+    The caller validates k; a k the grid cannot be split into is refused here rather than silently rounded.
+    """
+    if method == "sequential_sampling":
+        return features[:, :num_visual_tokens]
+    grid, side = _to_grid(features)
+    pooled_side = math.isqrt(num_visual_tokens)
+    if pooled_side * pooled_side != num_visual_tokens or side % pooled_side != 0:
+        raise ValueError(f"{num_visual_tokens} tokens do not tile a {side}x{side} grid evenly.")
+    cell = side // pooled_side
+    if cell == 1:
+        return features
+    if method == "average_pooling":
+        reduced = F.avg_pool2d(grid, kernel_size=cell, stride=cell)
+    elif method == "spatial_sampling":
+        reduced = grid[:, :, cell // 2 :: cell, cell // 2 :: cell]
+    else:
+        raise ValueError(f"Unknown visual token reduction {method!r}; expected one of {VISUAL_TOKEN_REDUCTIONS}.")
+    return reduced.flatten(2).transpose(1, 2)
+
+
+def get_2d_sincos_pos_embed(embed_dim: int, grid_size: int) -> torch.Tensor:
+    """MAE's fixed 2D sin-cos position embedding, (grid_size**2, embed_dim) for row-major cells.
+
+    As in MAE (and so in the released MQT weights) the first half encodes the column, the second the row, each
+    as [sin, cos] of the coordinate times 1 / 10000 ** (i / (embed_dim / 4)); computed in float32 like MAE.
+    """
+    if embed_dim % 4 != 0:
+        raise ValueError(f"The sin-cos position embedding needs a dimension divisible by 4, got {embed_dim}.")
+    omega = 1.0 / 10000 ** (torch.arange(embed_dim // 4, dtype=torch.float32) / (embed_dim / 4))
+    coords = torch.arange(grid_size, dtype=torch.float32)
+    rows, cols = torch.meshgrid(coords, coords, indexing="ij")
+
+    def encode(positions: torch.Tensor) -> torch.Tensor:
+        angles = positions.reshape(-1, 1) * omega
+        return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+    return torch.cat([encode(cols), encode(rows)], dim=1)
+
+
+def resize_pos_embed(pos_embed: torch.Tensor, side: int) -> torch.Tensor:
+    """Resize a square (g*g, C) position embedding to (side*side, C) bicubically, as the released MQT code does."""
+    source = math.isqrt(pos_embed.shape[0])
+    if source == side:
+        return pos_embed
+    grid = pos_embed.float().reshape(1, source, source, -1).permute(0, 3, 1, 2)
+    resized = F.interpolate(grid, size=(side, side), mode="bicubic", align_corners=False)
+    return resized.permute(0, 2, 3, 1).flatten(0, 2).to(pos_embed.dtype)
+
+
+class MatryoshkaQueryTransformer(nn.Module):
+    """MQT-LLaVA's projector: one cross-attention of M learned queries over the visual features, no FFN.
+
+    Parameter names and layouts follow the released checkpoint (`query`, `pos_embed`, `attn.*`, `ln_q/k/v`,
+    `proj` stored (in, out)). Query i carries row-major cell i of a sqrt(M) x sqrt(M) grid and queries do not
+    attend to each other, so output i does not depend on how many queries run: slicing the first m is exact.
+    By default the keys carry position only (as the released weights were trained); with
+    `image_dependent_keys` they are `ln_k(features + positions)`.
+    """
+
+    def __init__(
+        self,
+        num_queries: int,
+        hidden_size: int,
+        output_size: int,
+        num_heads: int,
+        layer_norm_eps: float = 1e-6,
+        image_dependent_keys: bool = False,
+    ):
+        super().__init__()
+        grid_size = math.isqrt(num_queries)
+        if grid_size * grid_size != num_queries:
+            raise ValueError(f"The number of queries must be a square (queries tile a grid), got {num_queries}.")
+        self.num_queries = num_queries
+        self.image_dependent_keys = image_dependent_keys
+        self.query = nn.Parameter(torch.empty(num_queries, hidden_size))
+        # Fixed, never trained: stored as a parameter (not a buffer) to keep the released checkpoint's key.
+        self.pos_embed = nn.Parameter(torch.empty(num_queries, hidden_size), requires_grad=False)
+        self.attn = nn.MultiheadAttention(hidden_size, num_heads, batch_first=True)
+        self.ln_q = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
+        self.ln_k = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
+        self.ln_v = nn.LayerNorm(hidden_size, eps=layer_norm_eps)
+        self.proj = nn.Parameter(torch.empty(hidden_size, output_size))
+        self.reset_parameters()
+
+    @classmethod
+    def from_config(cls, config) -> "MatryoshkaQueryTransformer":
+        """The projector an `MQTLlavaConfig` describes."""
+        return cls(
+            num_queries=config.num_queries,
+            hidden_size=config.query_hidden_size,
+            output_size=config.text_config.hidden_size,
+            num_heads=config.query_num_heads,
+            layer_norm_eps=config.query_layer_norm_eps,
+            image_dependent_keys=config.image_dependent_keys,
+        )
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """The released initialisation: trunc-normal queries and output projection of the attention, fp16-rounded
+        sin-cos positions, N(0, 1/out) `proj`. Uses transformers' init functions, which leave loaded weights alone.
+        """
+        init.trunc_normal_(self.query, std=0.02)
+        grid_size = math.isqrt(self.num_queries)
+        init.copy_(self.pos_embed, get_2d_sincos_pos_embed(self.query.shape[1], grid_size).half())
+        init.xavier_uniform_(self.attn.in_proj_weight)
+        init.zeros_(self.attn.in_proj_bias)
+        init.trunc_normal_(self.attn.out_proj.weight, std=0.02)
+        init.zeros_(self.attn.out_proj.bias)
+        for norm in (self.ln_q, self.ln_k, self.ln_v):
+            init.ones_(norm.weight)
+            init.zeros_(norm.bias)
+        init.normal_(self.proj, std=self.proj.shape[1] ** -0.5)
+
+    def forward(self, features: torch.Tensor, num_visual_tokens: int) -> torch.Tensor:
+        """(N, side*side, hidden) visual features -> (N, num_visual_tokens, output_size)."""
+        num_images, num_patches, _ = features.shape
+        side = math.isqrt(num_patches)
+        positions = resize_pos_embed(self.pos_embed, side).to(features.dtype)
+        keys = features + positions if self.image_dependent_keys else positions.expand(num_images, -1, -1)
+        queries = self.query[:num_visual_tokens] + self.pos_embed[:num_visual_tokens].to(self.query.dtype)
+        out, _ = self.attn(
+            self.ln_q(queries).expand(num_images, -1, -1),
+            self.ln_k(keys),
+            self.ln_v(features),
+            need_weights=False,
+        )
+        return out @ self.proj
