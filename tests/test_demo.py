@@ -133,6 +133,29 @@ def test_training_recipe_end_to_end_and_resume(tmp_path, capsys):
         assert stored == ["cost.json", f"shapes-benchmark-test{'-average_pooling' if name == 'llava' else ''}.json"]
         assert "GFLOPs" in card
     assert "average_pooling" in (tmp_path / "models" / "llava" / "README.md").read_text()
+    m3_card = (tmp_path / "models" / "m3" / "README.md").read_text()
+    assert "Demo targets on this test split" in m3_card and "at 36 tokens" in m3_card
+    assert m3_card.count("(met)") + m3_card.count("(missed)") == 5
+
+
+def test_target_summary_checks_each_target_against_the_results():
+    from demo.cards import target_summary
+
+    def results(per_family_by_count):
+        return {"metric": "exact_match", "per_k": [
+            {"num_visual_tokens": count, "metrics": {"exact_match": sum(families.values()) / 4},
+             "by_category": {family: {"exact_match": value} for family, value in families.items()}}
+            for count, families in per_family_by_count.items()]}
+
+    good = {count: {"global": 1.0, "layout": 0.9, "counting": 0.9, "reading": 0.9 if count == 576 else 0.1}
+            for count in (1, 9, 36, 144, 576)}
+    pooled = {count: {"global": 0.5, "layout": 0.5, "counting": 0.5, "reading": 0.1} for count in (1, 9, 36, 144, 576)}
+    text = target_summary("m3", {"m3": results(good), "llava": results(pooled)})
+    assert text.count("(met)") == 5 and "(missed)" not in text
+    good[576]["reading"] = 0.3  # now only 20 points above 1 token, and overall below 80%
+    text = target_summary("m3", {"m3": results(good), "llava": results(pooled)})
+    assert "reading at full >= 30 points above 1 token: 30.0 vs 10.0 (missed)" in text
+    assert ">= 80% overall at 576 tokens: 77.5% (missed)" in text
     torch.set_num_threads(2)
 
 
