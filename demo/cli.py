@@ -12,9 +12,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--models", nargs="+", choices=sorted(DEFAULT_COUNTS), default=["m3", "mqt", "llava"],
         help="Which shipped models to run (llava = the plain baseline with training-free average pooling).",
     )
-    parser.add_argument("--m3-counts", type=comma_separated_counts, help=f"Counts for M3 (default {DEFAULT_COUNTS['m3']}).")
-    parser.add_argument("--mqt-counts", type=comma_separated_counts, help=f"Counts for MQT (default {DEFAULT_COUNTS['mqt']}).")
-    parser.add_argument("--llava-counts", type=comma_separated_counts, help=f"Counts for plain + pooling (default {DEFAULT_COUNTS['llava']}).")
+    for name, label in (("m3", "M3"), ("mqt", "MQT"), ("llava", "plain + pooling")):
+        parser.add_argument(
+            f"--{name}-counts", type=comma_separated_counts, help=f"Counts for {label} (default {DEFAULT_COUNTS[name]})."
+        )
     parser.add_argument("--num-items", type=int, help="Test items to evaluate (default: the whole test split).")
     parser.add_argument("--output-dir", default="demo_outputs", help="Where the plot and per-item results go.")
     parser.add_argument("--models-dir", default=str(MODELS_DIR), help="Folder holding m3/, mqt/ and llava/.")

@@ -1,4 +1,4 @@
-"""`matryoshka-llava demo`: the shipped tiny models, loaded as remote code, show the accuracy / token trade-off.
+"""`matryoshka-llava demo`: the shipped tiny models, loaded through the Auto classes, show the accuracy / token trade-off.
 
 For each model it prints the answers to one question per family about a sample image at every count, the
 accuracy per family at every count on the benchmark's test split (M3, MQT, and the plain model with
@@ -16,7 +16,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from evaluation import evaluate, load_model_for_eval, plot_tradeoff
 
-from .shapes_benchmark import FAMILIES, SPLIT_SIZES, generate_split, make_item, sample_scene
+from .shapes_benchmark import EVAL_COLUMNS, FAMILIES, SPLIT_SIZES, generate_split, make_item, sample_scene
 
 MODELS_DIR = Path(__file__).parent / "models"
 MODEL_LABELS = {"m3": "M3", "mqt": "MQT", "llava": "plain LLaVA + avg pooling"}
@@ -26,7 +26,10 @@ TEST_SPLIT_SEED_OFFSET = 2  # build_shapes_benchmark's stream for "test"
 
 
 def load_demo_model(name: str, models_dir: Path = MODELS_DIR):
-    """M3 / MQT through the Auto classes as remote code; the plain LLaVA with training-free average pooling."""
+    """M3 / MQT through the Auto classes with `trust_remote_code=True`, as a user without this package loads them (in
+    this process the package's registered classes, the same code, take precedence: transformers prefers explicitly
+    registered classes; tests/test_remote_code.py loads these folders without the package). The plain LLaVA comes
+    with training-free average pooling."""
     folder = models_dir / name
     if not (folder / "config.json").exists():
         raise FileNotFoundError(f"No shipped model at {folder}: run `python -m demo.train_tiny_models` to build it.")
@@ -47,7 +50,7 @@ def evaluate_on_test_split(name: str, model, processor, dataset, counts, batch_s
     """Exact-match accuracy per family at every count (the project's `evaluate`), greedy, as in the model cards."""
     results = evaluate(
         model, processor, dataset, task="exact_match", num_visual_tokens=counts,
-        columns={"image": "image", "question": "question", "answer": "answer", "category": "family", "id": "id"},
+        columns=EVAL_COLUMNS,
         batch_size=batch_size, max_new_tokens=4, model_name=MODEL_LABELS[name], dataset_name="shapes-benchmark",
         results_jsonl=results_jsonl,
     )
@@ -145,4 +148,5 @@ def print_accuracy(results: dict, latency: dict[int, float]) -> None:
         cells = "".join(f"{100 * row['by_category'][family][metric]:>10.1f}" for family in families)
         print(f"  {count:>7}{cells}{100 * row['metrics'][metric]:>10.1f}{latency[count]:>10.1f}")
     oracle = results["oracle"]
-    print(f"  oracle: accuracy {100 * oracle['accuracy']:.1f}% at {oracle['mean_visual_tokens']:.1f} visual tokens on average")
+    print(f"  oracle: accuracy {100 * oracle['accuracy']:.1f}% at {oracle['mean_visual_tokens']:.1f} visual tokens "
+          "on average")

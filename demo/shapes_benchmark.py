@@ -45,6 +45,8 @@ GLYPHS = {  # 5x7 bitmaps, one string per row
     "X": ["10001", "10001", "01010", "00100", "01010", "10001", "10001"],
 }
 SPLIT_SIZES = {"train": 24000, "validation": 800, "test": 800}
+# How `evaluation.evaluate` reads the splits (the family is the category accuracy is broken down by).
+EVAL_COLUMNS = {"image": "image", "question": "question", "answer": "answer", "category": "family", "id": "id"}
 
 
 def vocabulary() -> list[str]:

@@ -33,7 +33,7 @@ from modeling_matryoshka_llava import (
 from training.arguments import MatryoshkaTrainingArguments
 from training.run import build_trainer
 
-from .shapes_benchmark import build_shapes_benchmark
+from .shapes_benchmark import EVAL_COLUMNS, build_shapes_benchmark
 from .tiny_architecture import NUM_QUERIES, build_tiny_processor, init_vision_positions, tiny_llava_config_kwargs
 from .vision_pretraining import pretrain_vision_tower
 
@@ -86,7 +86,8 @@ def train_stage(name: str, model, processor, data: Path, work: Path, seed: int, 
         warmup_steps=0.05, weight_decay=0.0, logging_steps=50, save_strategy="no", report_to=[], seed=seed,
         data_seed=seed, use_cpu=True, dataloader_num_workers=0, disable_tqdm=False, **extra,
     )
-    trainer = build_trainer(None, str(data), str(data.parent / "images"), method, args, model=model, processor=processor)
+    images = str(data.parent / "images")
+    trainer = build_trainer(None, str(data), images, method, args, model=model, processor=processor)
     start = time.perf_counter()
     trainer.train()
     minutes = (time.perf_counter() - start) / 60
@@ -100,8 +101,9 @@ def report_validation(name: str, model, processor, split, counts, num_items: int
     from evaluation import evaluate
 
     results = evaluate(
-        model.eval(), processor, split.select(range(min(num_items, len(split)))), task="exact_match", num_visual_tokens=counts,
-        columns={"image": "image", "question": "question", "answer": "answer", "category": "family", "id": "id"},
+        model.eval(), processor, split.select(range(min(num_items, len(split)))), task="exact_match",
+        num_visual_tokens=counts,
+        columns=EVAL_COLUMNS,
         batch_size=50, max_new_tokens=4, progress=False,
     )
     metric = results["metric"]

@@ -53,15 +53,12 @@ def test_folder_is_flat_self_contained_and_declares_auto_map(kind, m3_model, mqt
     assert processor_config["auto_map"]["AutoProcessor"] == "processing_matryoshka_llava.MatryoshkaLlavaProcessor"
 
 
-@pytest.mark.parametrize("kind", ["m3", "mqt"])
-def test_remote_code_loads_without_the_package(kind, m3_model, mqt_model, processor, tmp_path):
-    model = m3_model if kind == "m3" else mqt_model
-    folder = saved_folder(model, processor, tmp_path / "checkpoint")
-    counts = [576, 36, 1] if kind == "m3" else [16, 5, 1]
-    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
+def check_remote_code(folder: Path, counts: list[int], model, processor, scratch: Path) -> None:
+    """Load `folder` in an interpreter where this package cannot be imported; its generations must equal `model`'s."""
+    env = {**os.environ, "HF_MODULES_CACHE": str(scratch / "modules"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
     result = subprocess.run(
         [REMOTE_PYTHON, str(CHECK_SCRIPT), str(folder), ",".join(map(str, counts))],
-        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300,
+        capture_output=True, text=True, cwd=scratch, env=env, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
@@ -73,3 +70,22 @@ def test_remote_code_loads_without_the_package(kind, m3_model, mqt_model, proces
     for count in counts:
         expected = model.generate(**inputs, num_visual_tokens=count, max_new_tokens=4, do_sample=False)
         assert report["answers"][str(count)] == expected[0, inputs["input_ids"].shape[1] :].tolist(), count
+
+
+@pytest.mark.parametrize("kind", ["m3", "mqt"])
+def test_remote_code_loads_without_the_package(kind, m3_model, mqt_model, processor, tmp_path):
+    model = m3_model if kind == "m3" else mqt_model
+    folder = saved_folder(model, processor, tmp_path / "checkpoint")
+    check_remote_code(folder, [576, 36, 1] if kind == "m3" else [16, 5, 1], model, processor, tmp_path)
+
+
+@pytest.mark.parametrize("name", ["m3", "mqt"])
+def test_shipped_demo_models_load_without_the_package(name, tmp_path):
+    """The folders `make demo` runs: in the demo's own process the installed package's registered classes take
+    precedence (transformers prefers explicitly registered classes), so their remote code is checked here."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    folder = Path(__file__).resolve().parents[1] / "demo" / "models" / name
+    model = AutoModelForImageTextToText.from_pretrained(folder).eval()
+    processor = AutoProcessor.from_pretrained(folder)
+    check_remote_code(folder, [576, 9, 1] if name == "m3" else [256, 9, 1], model, processor, tmp_path)
