@@ -76,7 +76,6 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--text-tokens", type=int, default=96)
     args = parser.parse_args()
-    torch.set_num_threads(torch.get_num_threads())
     model = build_model()
     scales = model.config.matryoshka_scales
     batch = make_batch(model.config, args.batch_size, args.text_tokens)

@@ -104,7 +104,6 @@ def run_demo(
     """Run everything and print it; returns {model: {"results", "latency_ms", "sample"}} and the plot path."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     dataset = test_split(seed, num_items)
     report = {}
     for name in models:
