@@ -178,3 +178,23 @@ def test_demo_runs_the_shipped_models(tmp_path, capsys):
     assert report["llava"]["results"]["num_items"] == 8
     assert len(report["m3"]["sample"]) == 4 and all(576 in row for row in report["m3"]["sample"])
     assert (MODELS_DIR / "m3" / "README.md").exists()
+
+
+def test_shipped_remote_code_is_the_packages_current_code():
+    """The shipped folders carry copies of the package's model / processor files (as `save_pretrained` writes them);
+    a change to the package must reach them, or users of the folders run stale code."""
+    from pathlib import Path
+
+    from demo.run_demo import MODELS_DIR
+
+    root = Path(__file__).resolve().parents[1]
+    stale = []
+    for copy in sorted(MODELS_DIR.glob("*/*.py")):
+        sources = [root / package / copy.name for package in ("modeling_matryoshka_llava", "processing")]
+        source = next(path for path in sources if path.exists())
+        if copy.read_bytes() != source.read_bytes():
+            stale.append(str(copy.relative_to(root)))
+    assert not stale, (
+        f"{stale} differ from the package: re-save the shipped models (from_pretrained + save_pretrained of model "
+        "and processor for each folder in demo/models, weights unchanged)"
+    )
