@@ -181,7 +181,8 @@ def test_converted_models_load_as_remote_code_and_match_the_references(sources, 
                     expected = reference.logits(ids, image, count)
                 else:
                     expected = llava_hf_next_reference_logits(reference, image_processor, ids, image, count)
-                torch.testing.assert_close(logits[:, : expected.shape[1]], expected, rtol=1e-4, atol=1e-4,
+                # Cross-process tolerance: see test_conversion.py.
+                torch.testing.assert_close(logits[:, : expected.shape[1]], expected, rtol=1e-3, atol=1e-3,
                                            msg=lambda message, name=name, count=count: f"{name} k={count}: {message}")
     # Wide pinpoints only in the original release, tall ones only in the llava-hf source.
     assert grids["m3_next", (110, 30)] == (1, 3) and grids["m3_next", (41, 100)] == (2, 2)
