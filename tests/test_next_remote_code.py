@@ -1,13 +1,9 @@
 """An M3-LLaVA-NeXT `save_pretrained` folder loads with only torch + transformers (`trust_remote_code=True`)."""
 
 import json
-import os
-import subprocess
 import sys
 
-from conftest import chat_prompt
-from PIL import Image
-from test_remote_code import CHECK_SCRIPT, REMOTE_PYTHON, saved_folder
+from test_remote_code import check_remote_code, saved_folder
 from tiny_next_models import tiny_m3_next, tiny_next_processor
 from transformers.dynamic_module_utils import get_imports, get_relative_imports
 
@@ -39,20 +35,5 @@ def test_folder_is_flat_self_contained_and_declares_auto_map(tmp_path):
 def test_remote_code_loads_without_the_package(tmp_path):
     model, processor = tiny_m3_next(), tiny_next_processor()
     folder = saved_folder(model, processor, tmp_path / "checkpoint")
-    counts = [576, 1]
-    env = {**os.environ, "HF_MODULES_CACHE": str(tmp_path / "modules"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
-    result = subprocess.run(
-        [REMOTE_PYTHON, str(CHECK_SCRIPT), str(folder), ",".join(map(str, counts))],
-        check=False, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert all(module.startswith("transformers_modules.") for module in report["classes"]), report["classes"]
+    report = check_remote_code(folder, [576, 1], model, processor, tmp_path)
     assert report["classes"][-1].endswith("image_processing_matryoshka_llava_next")
-    assert report["invalid_rejected"]
-
-    image = Image.new("RGB", (40, 30), (200, 30, 60))
-    inputs = processor(images=image, text=chat_prompt(processor, "What is in the image?"), return_tensors="pt")
-    for count in counts:
-        expected = model.generate(**inputs, num_visual_tokens=count, max_new_tokens=4, do_sample=False)
-        assert report["answers"][str(count)] == expected[0, inputs["input_ids"].shape[1] :].tolist(), count

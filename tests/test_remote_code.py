@@ -53,8 +53,9 @@ def test_folder_is_flat_self_contained_and_declares_auto_map(kind, m3_model, mqt
     assert processor_config["auto_map"]["AutoProcessor"] == "processing_matryoshka_llava.MatryoshkaLlavaProcessor"
 
 
-def check_remote_code(folder: Path, counts: list[int], model, processor, scratch: Path) -> None:
-    """Load `folder` in an interpreter where this package cannot be imported; its generations must equal `model`'s."""
+def check_remote_code(folder: Path, counts: list[int], model, processor, scratch: Path) -> dict:
+    """Load `folder` in an interpreter where this package cannot be imported; its generations must equal `model`'s.
+    Returns the subprocess's report."""
     env = {**os.environ, "HF_MODULES_CACHE": str(scratch / "modules"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
     result = subprocess.run(
         [REMOTE_PYTHON, str(CHECK_SCRIPT), str(folder), ",".join(map(str, counts))],
@@ -70,6 +71,7 @@ def check_remote_code(folder: Path, counts: list[int], model, processor, scratch
     for count in counts:
         expected = model.generate(**inputs, num_visual_tokens=count, max_new_tokens=4, do_sample=False)
         assert report["answers"][str(count)] == expected[0, inputs["input_ids"].shape[1] :].tolist(), count
+    return report
 
 
 @pytest.mark.parametrize("kind", ["m3", "mqt"])
