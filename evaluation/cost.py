@@ -7,10 +7,9 @@ the tensors in the returned cache, activation memory as the peak bytes of live t
 and counted (FLOPs included, as a non-causal-aware kernel computes them); fused GPU kernels need less memory.
 
 Conventions: a multiply-add is 2 FLOPs; the prefill computes logits for the last position only (as `generate` does);
-`num_visual_tokens` is per image (per crop for LLaVA-NeXT, SPEC 3).
+`num_visual_tokens` is per image (per crop for LLaVA-NeXT).
 """
 
-import math
 import weakref
 from functools import partial
 
@@ -25,6 +24,8 @@ from modeling_matryoshka_llava import (
     MQTLlavaConfig,
     MQTLlavaForConditionalGeneration,
 )
+from modeling_matryoshka_llava.anyres_layout import AnyresImageLayout, select_crop_grid
+from modeling_matryoshka_llava.transformers_imports import CACHE_NAME
 
 
 class PeakMemoryTracker(TorchDispatchMode):
@@ -108,17 +109,12 @@ def _meta_model(config, dtype: torch.dtype):
 
 
 def llava_next_visual_tokens(config, num_visual_tokens: int, image_size: tuple[int, int]) -> tuple[int, int]:
-    """(LLM tokens, crops) of one LLaVA-NeXT image at k tokens per crop (SPEC 3): the base crop's k tokens, then
-    the grid crops pooled to sqrt(k) x sqrt(k) each, laid out spatially, un-padded to the image's aspect ratio, and
-    one newline per row. A square image on a 2x2 grid gives 7 / 51 / 2928 tokens at k = 1 / 9 / 576."""
-    from transformers.models.llava_next.modeling_llava_next import get_anyres_image_grid_shape, unpad_image
-
-    side = math.isqrt(num_visual_tokens)
+    """(LLM tokens, crops) of one LLaVA-NeXT image at k tokens per crop, counted by the model's own layout
+    (`anyres_layout`). A square image on a 2x2 grid gives 7 / 51 / 2928 tokens at k = 1 / 9 / 576."""
     crop = config.vision_config.image_size
-    grid_rows, grid_columns = get_anyres_image_grid_shape(image_size, config.image_grid_pinpoints, crop)
-    pooled = torch.empty(1, grid_rows * side, grid_columns * side, device="meta")
-    height, width = unpad_image(pooled, image_size).shape[1:]
-    return num_visual_tokens + height * (width + 1), grid_rows * grid_columns + 1
+    grid = select_crop_grid(tuple(image_size), config.image_grid_pinpoints, crop)
+    layout = AnyresImageLayout(tuple(image_size), grid)
+    return layout.num_tokens(num_visual_tokens), layout.num_crops
 
 
 def _counted(function):
@@ -137,7 +133,7 @@ def _prefill(model, sequence: int, dtype: torch.dtype):
     """The LLM over `sequence` input embeddings with a KV cache, logits for the last position (as `generate`)."""
     embeds = torch.empty(1, sequence, model.config.text_config.hidden_size, device="meta", dtype=dtype)
     output = model.model.language_model(inputs_embeds=embeds, use_cache=True)
-    return output.past_key_values, model.lm_head(output.last_hidden_state[:, -1:])
+    return output.get(CACHE_NAME), model.lm_head(output.last_hidden_state[:, -1:])
 
 
 def valid_counts(config) -> list[int]:

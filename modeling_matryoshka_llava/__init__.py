@@ -6,27 +6,23 @@ Auto classes (so
 `save_pretrained` writes a folder that loads with only torch + transformers.
 """
 
-from transformers import (
-    AutoConfig,
-    AutoImageProcessor,
-    AutoModel,
-    AutoModelForImageTextToText,
-    AutoProcessor,
-)
-
-from processing import (
-    MatryoshkaLlavaImageProcessor,
-    MatryoshkaLlavaNextImageProcessor,
-    MatryoshkaLlavaNextProcessor,
-    MatryoshkaLlavaProcessor,
-)
-
 from .configuration_m3_llava import M3LlavaConfig
 from .configuration_m3_llava_next import M3LlavaNextConfig
 from .configuration_mqt_llava import MQTLlavaConfig
 from .modeling_m3_llava import M3LlavaForConditionalGeneration, M3LlavaModel
 from .modeling_m3_llava_next import M3LlavaNextForConditionalGeneration, M3LlavaNextModel
 from .modeling_mqt_llava import MQTLlavaForConditionalGeneration, MQTLlavaModel
+from .image_processing_matryoshka_llava import MatryoshkaLlavaImageProcessor
+from .image_processing_matryoshka_llava_next import MatryoshkaLlavaNextImageProcessor
+from .processing_matryoshka_llava import MatryoshkaLlavaProcessor
+from .processing_matryoshka_llava_next import MatryoshkaLlavaNextProcessor
+from .transformers_imports import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModel,
+    AutoModelForImageTextToText,
+    AutoProcessor,
+)
 
 
 def _register() -> None:

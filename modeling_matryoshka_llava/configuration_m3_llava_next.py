@@ -2,9 +2,8 @@
 
 from typing import Literal
 
-from transformers import LlavaNextConfig
-
 from .configuration_m3_llava import resolve_m3_fields
+from .transformers_imports import LlavaNextConfig
 
 
 class M3LlavaNextConfig(LlavaNextConfig):

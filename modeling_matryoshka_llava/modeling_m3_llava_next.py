@@ -9,40 +9,22 @@ in transformers' `LlavaNextForConditionalGeneration`, whose state-dict keys this
 """
 
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import AutoModel
-from transformers import initialization as init
-from transformers.models.llava_next.modeling_llava_next import (
-    LlavaNextMultiModalProjector,
-    get_anyres_image_grid_shape,
-    unpad_image,
-)
 
+from .anyres_layout import AnyresImageLayout, select_crop_grid
 from .configuration_m3_llava_next import M3LlavaNextConfig
 from .modeling_matryoshka_base import (
     MatryoshkaLlavaForConditionalGenerationBase,
     MatryoshkaLlavaModelBase,
     MatryoshkaLlavaPreTrainedModel,
+    register_llava_key_mapping,
 )
+from .multimodal_projector import MatryoshkaMultiModalProjector
 from .token_reducers import reduce_visual_tokens
-
-
-@dataclass(frozen=True)
-class AnyresImageLayout:
-    """How one image was cut: its original (height, width) and the (rows, columns) of its grid crops.
-
-    A grid of (0, 0) means the base crop alone (one newline after its tokens, as LLaVA-NeXT does).
-    """
-
-    image_size: tuple[int, int]
-    grid_shape: tuple[int, int]
-
-    @property
-    def num_crops(self) -> int:
-        return 1 + self.grid_shape[0] * self.grid_shape[1]
+from .transformers_imports import AutoModel
+from .transformers_imports import initialization as init
 
 
 def _pairs(values, name: str, num_images: int, minimum: int) -> list[tuple[int, int]]:
@@ -71,8 +53,8 @@ class M3LlavaNextModel(MatryoshkaLlavaModelBase):
         self.language_model = AutoModel.from_config(config.text_config)
         self.post_init()
 
-    def build_projector(self, config: M3LlavaNextConfig) -> LlavaNextMultiModalProjector:
-        return LlavaNextMultiModalProjector(config)
+    def build_projector(self, config: M3LlavaNextConfig) -> MatryoshkaMultiModalProjector:
+        return MatryoshkaMultiModalProjector(config)
 
     @torch.no_grad()
     def _init_weights(self, module):
@@ -96,7 +78,7 @@ class M3LlavaNextModel(MatryoshkaLlavaModelBase):
         if image_grid_shapes is None:
             crop_size = self.config.vision_config.image_size
             pinpoints = [list(pinpoint) for pinpoint in self.config.image_grid_pinpoints]
-            grids = [tuple(get_anyres_image_grid_shape(list(size), pinpoints, crop_size)) for size in sizes]
+            grids = [select_crop_grid(size, pinpoints, crop_size) for size in sizes]
         else:
             grids = _pairs(image_grid_shapes, "image_grid_shapes", num_images, minimum=0)
             for grid in grids:
@@ -120,21 +102,18 @@ class M3LlavaNextModel(MatryoshkaLlavaModelBase):
         # Images with fewer crops than the largest are zero-padded in the batch; those crops are never encoded.
         return torch.cat([crops[: layout.num_crops] for crops, layout in zip(pixel_values, image_layouts)])
 
-    def encode_images(
-        self, pixel_values: torch.Tensor, vision_feature_layer=None, vision_feature_select_strategy=None
-    ) -> torch.Tensor:
+    def project_features(self, features: torch.Tensor) -> torch.Tensor:
         # Pooling happens per crop *after* the projector, so the projector belongs to the work every count shares.
-        features = super().encode_images(pixel_values, vision_feature_layer, vision_feature_select_strategy)
-        return self.multi_modal_projector(features)
+        return self.multi_modal_projector(features)  # (crops, patches, text width)
 
     def reduce_image_features(
-        self, encoded_images: torch.Tensor, num_visual_tokens: list[int], image_layouts: list[AnyresImageLayout]
+        self, encoded_images: torch.Tensor, counts_per_image: list[int], image_layouts: list[AnyresImageLayout]
     ) -> list[torch.Tensor]:
         """(all crops, patches, hidden) in image order -> one laid-out (tokens_i, hidden) tensor per image."""
         crops = torch.split(encoded_images, [layout.num_crops for layout in image_layouts])
         pooled: list[torch.Tensor | None] = [None] * len(crops)
-        for count in sorted(set(num_visual_tokens)):  # crops of images sharing a count are pooled together
-            indices = [i for i, k in enumerate(num_visual_tokens) if k == count]
+        for count in sorted(set(counts_per_image)):  # crops of images sharing a count are pooled together
+            indices = [i for i, k in enumerate(counts_per_image) if k == count]
             reduced = reduce_visual_tokens(
                 torch.cat([crops[i] for i in indices]), count, self.config.visual_token_reduction
             )
@@ -151,20 +130,14 @@ class M3LlavaNextModel(MatryoshkaLlavaModelBase):
         rows, columns = layout.grid_shape
         grid = crop_tokens[1:].view(rows, columns, side, side, -1)
         grid = grid.permute(4, 0, 2, 1, 3).flatten(1, 2).flatten(2, 3)  # (hidden, rows * side, columns * side)
-        grid = unpad_image(grid, list(layout.image_size))
+        _, _, kept_rows, kept_columns = layout.pooled_grid_window(crop_tokens.shape[1])
+        grid = grid[:, kept_rows, kept_columns]  # un-padded to the image's aspect ratio
         newline = self.image_newline[:, None, None].expand(*grid.shape[:-1], 1).to(grid.device, grid.dtype)
         grid = torch.cat([grid, newline], dim=-1).flatten(1, 2).transpose(0, 1)
         return torch.cat([base_tokens, grid])
 
     def num_image_tokens(self, num_visual_tokens: int, image_index: int, image_layout: AnyresImageLayout) -> int:
-        if image_layout.num_crops == 1:
-            return num_visual_tokens + 1
-        side = math.isqrt(num_visual_tokens)
-        rows, columns = image_layout.grid_shape
-        # Counted with the very function that lays the tokens out, on a shape-only tensor.
-        pooled_grid = torch.empty(0, rows * side, columns * side, device="meta")
-        height, width = unpad_image(pooled_grid, list(image_layout.image_size)).shape[1:]
-        return num_visual_tokens + height * (width + 1)
+        return image_layout.num_tokens(num_visual_tokens)
 
 
 class M3LlavaNextForConditionalGeneration(MatryoshkaLlavaForConditionalGenerationBase):
@@ -183,9 +156,11 @@ class M3LlavaNextForConditionalGeneration(MatryoshkaLlavaForConditionalGeneratio
         past_key_values=None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
-        num_visual_tokens=None,
+        num_visual_tokens: int | list[int] | torch.Tensor | None = None,
         multi_scale_num_visual_tokens: list[int] | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        cache=None,
+        return_dict: bool | None = None,
         **kwargs,
     ):
         r"""
@@ -212,10 +187,14 @@ class M3LlavaNextForConditionalGeneration(MatryoshkaLlavaForConditionalGeneratio
             num_visual_tokens=num_visual_tokens,
             multi_scale_num_visual_tokens=multi_scale_num_visual_tokens,
             logits_to_keep=logits_to_keep,
+            cache=cache,
+            return_dict=return_dict,
             image_sizes=image_sizes,
             image_grid_shapes=image_grid_shapes,
             **kwargs,
         )
 
 
-__all__ = ["AnyresImageLayout", "M3LlavaNextForConditionalGeneration", "M3LlavaNextModel"]
+register_llava_key_mapping(M3LlavaNextConfig.model_type, M3LlavaNextModel, "llava_next")
+
+__all__ = ["M3LlavaNextForConditionalGeneration", "M3LlavaNextModel"]

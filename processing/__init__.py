@@ -1,16 +1,20 @@
-"""Processing for Matryoshka LLaVA models: images, videos, the chat template and the processors."""
+"""Processing for Matryoshka LLaVA models: images, videos, the chat template and the processors.
 
-from .chat_templates import VICUNA_V1_CHAT_TEMPLATE, VICUNA_V1_SYSTEM_PROMPT
-from .image_processing_matryoshka_llava import MatryoshkaLlavaImageProcessor, load_image
-from .image_processing_matryoshka_llava_next import (
+The processors and image processors travel with every checkpoint, so they live in the remote-code bundle
+(`modeling_matryoshka_llava`); this package re-exports them next to the tools that never travel.
+"""
+
+from modeling_matryoshka_llava.anyres_layout import (
     LLAVA_NEXT_GRID_PINPOINTS,
-    MatryoshkaLlavaNextImageProcessor,
     anyres_grid_pinpoints,
     anyres_num_image_tokens,
 )
-from .processing_matryoshka_llava import MatryoshkaLlavaProcessor
-from .processing_matryoshka_llava_next import MatryoshkaLlavaNextProcessor
-from .video_collage import read_video_frames, video_to_collage
+from modeling_matryoshka_llava.chat_templates import VICUNA_V1_CHAT_TEMPLATE, VICUNA_V1_SYSTEM_PROMPT
+from modeling_matryoshka_llava.image_processing_matryoshka_llava import MatryoshkaLlavaImageProcessor, load_image
+from modeling_matryoshka_llava.image_processing_matryoshka_llava_next import MatryoshkaLlavaNextImageProcessor
+from modeling_matryoshka_llava.processing_matryoshka_llava import MatryoshkaLlavaProcessor
+from modeling_matryoshka_llava.processing_matryoshka_llava_next import MatryoshkaLlavaNextProcessor
+from modeling_matryoshka_llava.video_collage import read_video_frames, video_to_collage
 
 __all__ = [
     "LLAVA_NEXT_GRID_PINPOINTS",

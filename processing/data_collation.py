@@ -8,7 +8,7 @@ import torch
 
 from modeling_matryoshka_llava.image_placeholders import expand_image_placeholders, find_image_runs
 
-from .image_processing_matryoshka_llava_next import anyres_num_image_tokens
+from modeling_matryoshka_llava.anyres_layout import anyres_num_image_tokens
 
 # Per-image inputs of LLaVA-NeXT besides the crops: (height, width) of the image and (rows, columns) of its grid.
 IMAGE_LAYOUT_NAMES = ("image_sizes", "image_grid_shapes")

@@ -7,7 +7,7 @@ from tiny_models import random_images
 from tiny_next_models import LONGER_PINPOINTS, llava_next_with_weights_of, tiny_m3_next, tiny_next_processor
 
 from modeling_matryoshka_llava import M3LlavaNextConfig, M3LlavaNextForConditionalGeneration
-from modeling_matryoshka_llava.modeling_m3_llava_next import AnyresImageLayout
+from modeling_matryoshka_llava.anyres_layout import AnyresImageLayout
 
 # (width, height): a 1x2 grid, a 2x2 grid with un-padding, a 3x1 grid.
 SIZES = ((96, 48), (70, 130), (20, 140))
@@ -50,10 +50,10 @@ def test_full_grid_equals_transformers_llava_next(next_model, next_processor):
         ours_compact = next_model(**compact, num_visual_tokens=576).logits
     assert (reference - ours_expanded).abs().max() <= 1e-5
     # Compact rows grow by different amounts (the images differ), so compare the real (unpadded) positions.
-    _, compact_mask = next_model.model.expand_image_placeholders(
-        compact["input_ids"], 2, 576, compact["attention_mask"],
-        image_layouts=next_model.model.image_layouts(compact["pixel_values"], compact["image_sizes"]),
-    )[:2]
+    compact_mask = next_model.model.prepare_images(
+        compact["pixel_values"], compact["input_ids"], None, 576, compact["attention_mask"],
+        image_sizes=compact["image_sizes"],
+    ).attention_mask
     for row in range(2):
         expected = real_positions(reference, expanded["attention_mask"], row)
         assert (expected - real_positions(ours_compact, compact_mask, row)).abs().max() <= 1e-5

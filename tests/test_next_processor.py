@@ -11,9 +11,9 @@ from tiny_models import random_images
 from tiny_next_models import CROP, LONGER_PINPOINTS, NEXT_PINPOINTS, tiny_m3_next, tiny_next_processor
 
 from modeling_matryoshka_llava.image_placeholders import find_image_runs
-from modeling_matryoshka_llava.modeling_m3_llava_next import AnyresImageLayout
+from modeling_matryoshka_llava.anyres_layout import AnyresImageLayout
 from processing import MatryoshkaLlavaNextImageProcessor, anyres_grid_pinpoints, anyres_num_image_tokens
-from processing.image_processing_matryoshka_llava_next import select_crop_grid
+from modeling_matryoshka_llava.anyres_layout import select_crop_grid
 
 SCALES = [1, 9, 36, 144, 576]
 

@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 from tiny_next_models import tiny_m3_next, tiny_next_processor
 
-from processing.video_collage import collage_grid, sample_frame_indices, split_videos, video_to_collage
+from modeling_matryoshka_llava.video_collage import collage_grid, sample_frame_indices, split_videos, video_to_collage
 
 FRAME_SIZE = (32, 24)  # (width, height)
 

@@ -1,4 +1,4 @@
-"""Videos as one image (IG-VLM, SPEC 3): sample frames uniformly, tile them into a collage, feed it as an image.
+"""Videos as one image (IG-VLM, as the M3 paper evaluates video): sample frames, tile them, feed them as one image.
 
 Frame i of n is frame index i * floor(T / n) of a T-frame video; six frames are tiled 3 rows x 2 columns (row by
 row), and the collage is processed like any other anyres image.

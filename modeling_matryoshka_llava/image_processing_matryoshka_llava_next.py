@@ -1,87 +1,21 @@
-"""LLaVA-NeXT "anyres" image preprocessing, and the arithmetic of how many visual tokens an image becomes.
+"""LLaVA-NeXT "anyres" image preprocessing.
 
 An image is resized (keeping its aspect ratio) and zero-padded to the best of the `image_grid_pinpoints`
-resolutions, cut into square crops row by row, and preceded by a base crop: the whole image resized to one crop
-(SPEC 3, as transformers' `LlavaNextImageProcessor`). Besides `pixel_values` (zero-padded to the batch's largest
-number of crops) it returns each image's `image_sizes` (height, width) and `image_grid_shapes` (rows, columns), so
+resolutions, cut into square crops row by row, and preceded by a base crop: the whole image resized to one crop,
+as transformers' `LlavaNextImageProcessor` does (the arithmetic lives in `anyres_layout`). Besides `pixel_values`
+(zero-padded to the batch's largest number of crops) it returns each image's `image_sizes` (height, width) and `image_grid_shapes` (rows, columns), so
 the model lays tokens out on the grid the image was really cut into, whatever pinpoints were used.
 Part of the remote-code bundle: imports only transformers and its dependencies (numpy, PIL).
 """
 
 import math
-from numbers import Integral
 
 import numpy as np
 from PIL import Image
-from transformers.feature_extraction_utils import BatchFeature
-from transformers.image_processing_utils import BaseImageProcessor, select_best_resolution
 
+from .anyres_layout import LLAVA_NEXT_GRID_PINPOINTS, anyres_num_image_tokens, check_grid_pinpoints, select_crop_grid
 from .image_processing_matryoshka_llava import CLIP_MEAN, CLIP_STD, flatten_images, load_image
-
-# LLaVA-NeXT's (height, width) resolutions: 1x2, 2x1, 2x2, 3x1 and 1x3 grids of 336 px crops.
-LLAVA_NEXT_GRID_PINPOINTS = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]
-
-
-def anyres_grid_pinpoints(max_rows: int, max_columns: int, crop_size: int = 336) -> list[list[int]]:
-    """(height, width) pinpoints of every grid up to max_rows x max_columns crops, e.g. (3, 3) for the longer
-    grids of the M3 paper (Table 5), to pass as `image_grid_pinpoints` at inference."""
-    for name, value in (("max_rows", max_rows), ("max_columns", max_columns), ("crop_size", crop_size)):
-        if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}.")
-    return [
-        [rows * crop_size, columns * crop_size]
-        for rows in range(1, max_rows + 1)
-        for columns in range(1, max_columns + 1)
-    ]
-
-
-def check_grid_pinpoints(pinpoints, crop_size: int) -> list[list[int]]:
-    """Pinpoints as a list of [height, width], each a positive multiple of the crop size; ValueError otherwise."""
-    if isinstance(pinpoints, (str, bytes)) or not hasattr(pinpoints, "__iter__"):
-        raise ValueError(f"image_grid_pinpoints must be a list of [height, width] pairs, got {pinpoints!r}.")
-    checked = []
-    for pinpoint in pinpoints:
-        pair = list(pinpoint) if hasattr(pinpoint, "__iter__") else [pinpoint]
-        if len(pair) != 2 or any(
-            isinstance(side, bool) or not isinstance(side, Integral) or side < crop_size or side % crop_size
-            for side in pair
-        ):
-            raise ValueError(
-                f"image_grid_pinpoints holds {pinpoint!r}: each must be [height, width], both positive multiples of "
-                f"the crop size {crop_size}."
-            )
-        checked.append([int(side) for side in pair])
-    if not checked:
-        raise ValueError("image_grid_pinpoints is empty: give at least one [height, width] resolution.")
-    return checked
-
-
-def select_crop_grid(image_size: tuple[int, int], pinpoints: list[list[int]], crop_size: int) -> tuple[int, int]:
-    """(rows, columns) of crops LLaVA-NeXT cuts an image of (height, width) into: the best pinpoint over crop size."""
-    best_height, best_width = select_best_resolution(tuple(image_size), pinpoints)
-    return best_height // crop_size, best_width // crop_size
-
-
-def anyres_num_image_tokens(image_size: tuple[int, int], grid_shape: tuple[int, int], num_visual_tokens: int) -> int:
-    """Visual tokens of one image at `num_visual_tokens` per crop (SPEC 3).
-
-    The base crop's k tokens; then the grid crops, each pooled to sqrt(k) x sqrt(k), laid out as one
-    (rows * sqrt(k)) x (columns * sqrt(k)) grid, un-padded to the image's aspect ratio, plus one newline per row.
-    A grid of (0, 0) (base crop only) gives k + 1. Mirrors LLaVA-NeXT's `unpad_image` to the float operation.
-    """
-    side = math.isqrt(num_visual_tokens)
-    rows, columns = grid_shape
-    if rows * columns == 0:
-        return num_visual_tokens + 1
-    original_height, original_width = image_size
-    height, width = rows * side, columns * side
-    if original_width / original_height > width / height:
-        new_height = int(round(original_height * (width / original_width), 7))
-        height -= (height - new_height) // 2 * 2
-    else:
-        new_width = int(round(original_width * (height / original_height), 7))
-        width -= (width - new_width) // 2 * 2
-    return num_visual_tokens + height * (width + 1)
+from .transformers_imports import BaseImageProcessor, BatchFeature
 
 
 class MatryoshkaLlavaNextImageProcessor(BaseImageProcessor):
@@ -209,9 +143,4 @@ class MatryoshkaLlavaNextImageProcessor(BaseImageProcessor):
         return BatchFeature(data, tensor_type=return_tensors)
 
 
-__all__ = [
-    "LLAVA_NEXT_GRID_PINPOINTS",
-    "MatryoshkaLlavaNextImageProcessor",
-    "anyres_grid_pinpoints",
-    "anyres_num_image_tokens",
-]
+__all__ = ["MatryoshkaLlavaNextImageProcessor"]

@@ -12,11 +12,11 @@ import math
 import re
 from numbers import Integral
 
-from transformers.feature_extraction_utils import BatchFeature
 
+from .anyres_layout import anyres_num_image_tokens
 from .image_processing_matryoshka_llava import flatten_images
-from .image_processing_matryoshka_llava_next import anyres_num_image_tokens
 from .processing_matryoshka_llava import MatryoshkaLlavaProcessor
+from .transformers_imports import BatchFeature
 from .video_collage import DEFAULT_NUM_FRAMES, check_num_frames, collage_grid, split_videos, video_to_collage
 
 
@@ -154,7 +154,7 @@ class MatryoshkaLlavaNextProcessor(MatryoshkaLlavaProcessor):
 
     def num_image_tokens(self, image_size, num_visual_tokens: int, image_grid_pinpoints=None) -> int:
         """Visual tokens an image of (height, width) becomes at `num_visual_tokens` per crop: what the model
-        produces for it (SPEC 3). `image_grid_pinpoints` defaults to the image processor's."""
+        produces for it (see `anyres_layout`). `image_grid_pinpoints` defaults to the image processor's."""
         count = self._counts_per_image(num_visual_tokens, 1)[0]
         return self.image_processor.num_image_tokens(tuple(image_size), count, image_grid_pinpoints)
 
