@@ -6,13 +6,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from transformers import LlavaConfig, LlavaNextConfig
 
 from modeling_matryoshka_llava.token_reducers import MatryoshkaQueryTransformer
 
 from .checkpoint_weights import list_examples
 from .embedding_rows import EmbeddingRowSampler, append_rows
 from .errors import ConversionError
-from .key_mapping import clip_rules, llava_hf_rules, map_keys, original_rules
+from .key_mapping import map_clip_keys, map_llava_hf_keys, map_original_keys
 from .source_formats import LLAVA_HF_FORMATS, target_model_name
 from .source_model import SourceModel
 from .tensor_readers import open_shard
@@ -56,18 +57,17 @@ def fresh_query_transformer(config, seed: int = 0) -> dict[str, torch.Tensor]:
     return {f"model.multi_modal_projector.{name}": value.detach() for name, value in module.state_dict().items()}
 
 
-def mapped_source_tensors(source: SourceModel, target: str, vision_prefix: str) -> tuple[list, list[str]]:
-    """(target name, TensorInfo) for every source tensor the target keeps, and the source names no rule covers."""
-    rules = (
-        llava_hf_rules(target, vision_prefix, llava_next=source.is_llava_next)
-        if source.format in LLAVA_HF_FORMATS
-        else original_rules(source.format, target, vision_prefix)
-    )
-    main = map_keys(source.weights.keys(), rules)
+def mapped_source_tensors(source: SourceModel, target: str) -> tuple[list, list[str]]:
+    """(target name, TensorInfo) for every source tensor the target keeps, and the source names nothing covers."""
+    if source.format in LLAVA_HF_FORMATS:
+        source_config = (LlavaNextConfig if source.is_llava_next else LlavaConfig).from_dict(source.config)
+        main = map_llava_hf_keys(source.weights.keys(), source_config, target, llava_next=source.is_llava_next)
+    else:
+        main = map_original_keys(source.weights.keys(), source.format, target, source.vision_config)
     tensors = [(name, source.weights.tensors[key]) for name, key in main.targets.items()]
     unexpected = list(main.unexpected)
     if source.clip_weights is not None:
-        clip = map_keys(source.clip_weights.keys(), clip_rules(vision_prefix))
+        clip = map_clip_keys(source.clip_weights.keys(), source.vision_config)
         unexpected += [f"{key} (in the CLIP checkpoint)" for key in clip.unexpected]
         tensors += [(name, source.clip_weights.tensors[key]) for name, key in clip.targets.items()]
     return tensors, unexpected
@@ -77,9 +77,7 @@ def plan_conversion(source: SourceModel, target: str, model_class, config, dtype
     """Every output tensor with its origin and output dtype (`dtype` None keeps the stored ones), in streaming
     order. Raises ConversionError listing all missing, unexpected and mis-shaped tensors."""
     expected = expected_tensors(model_class, config)
-    keeps_vision_model = any(name.startswith("model.vision_tower.vision_model.") for name in expected)
-    vision_prefix = "model.vision_tower.vision_model." if keeps_vision_model else "model.vision_tower."
-    tensors, unexpected = mapped_source_tensors(source, target, vision_prefix)
+    tensors, unexpected = mapped_source_tensors(source, target)
     if OUTPUT_EMBEDDINGS not in expected:  # tied to the input embeddings
         tensors = [item for item in tensors if item[0] != OUTPUT_EMBEDDINGS]
     sampler = EmbeddingRowSampler(lambda: read_tensor(source.weights.tensors[source.embedding_key]))

@@ -9,17 +9,31 @@ transformers' un-padding).
 
 import torch
 from transformers import LlavaNextConfig, LlavaNextForConditionalGeneration
-from transformers.models.llava_next.modeling_llava_next import get_anyres_image_grid_shape, unpad_image
 
+from .errors import VerificationError
 from .original_anyres import spatial_unpad_layout
 from .original_reference import IMAGE_TOKEN_INDEX, average_pool_grid
 from .source_model import SourceModel
+
+
+def llava_next_functions():
+    """transformers' own LLaVA-NeXT grid and un-padding functions, deliberately (the reference must not share this
+    package's `anyres_layout`). They are model internals, so imported only when a verification needs them."""
+    try:
+        from transformers.models.llava_next.modeling_llava_next import get_anyres_image_grid_shape, unpad_image
+    except ImportError as error:
+        raise VerificationError(
+            f"This transformers release no longer has LLaVA-NeXT's grid functions ({error}); convert without "
+            "--verify, or verify with a transformers release from 5.18 to 5.24."
+        ) from error
+    return get_anyres_image_grid_shape, unpad_image
 
 
 def llava_hf_next_grid_shape(source: SourceModel, image_size: tuple[int, int]) -> tuple[int, int]:
     """(rows, columns) transformers cuts an image of (height, width) into with the source config's pinpoints."""
     config = LlavaNextConfig.from_dict(source.config)
     pinpoints = [list(pinpoint) for pinpoint in config.image_grid_pinpoints]
+    get_anyres_image_grid_shape, _ = llava_next_functions()
     return tuple(get_anyres_image_grid_shape(list(image_size), pinpoints, config.vision_config.image_size))
 
 
@@ -45,6 +59,7 @@ class LlavaHfNextReference:
             count = features[0].shape[0]
             ids = input_ids[:position] + [self.config.image_token_id] * count + input_ids[position + 1 :]
             return self.model(input_ids=torch.tensor([ids]), pixel_values=pixel_values, image_sizes=image_sizes).logits[0]
+        get_anyres_image_grid_shape, unpad_image = llava_next_functions()
         grid_shape = tuple(get_anyres_image_grid_shape(list(image_size), self.config.image_grid_pinpoints, vision.image_size))
         crops = pixel_values[0, : 1 + grid_shape[0] * grid_shape[1]]
         pooled = average_pool_grid(self.model.model.multi_modal_projector(self.vision_features(crops)), num_visual_tokens)

@@ -19,6 +19,7 @@ from transformers import CLIPVisionModel, LlamaForCausalLM
 
 from .checkpoint_weights import CheckpointWeights
 from .errors import VerificationError
+from .key_mapping import map_clip_keys
 from .original_anyres import original_grid_shape, spatial_unpad_layout, stored_pinpoints
 from .source_model import ORIGINAL_TOWER_PREFIX, SourceModel
 
@@ -42,14 +43,10 @@ def load_from_shards(module: torch.nn.Module, weights: CheckpointWeights, rename
         raise VerificationError(f"The reference {type(module).__name__} misses source tensors: {missing[:8]}")
 
 
-def clip_rename(source_prefix: str, keeps_vision_model_prefix: bool):
-    """`{source_prefix}vision_model.X` -> the CLIPVisionModel key of this transformers version."""
-    def rename(key: str) -> str | None:
-        if not key.startswith(source_prefix + "vision_model.") or key.endswith("position_ids"):
-            return None
-        name = key[len(source_prefix):]
-        return name if keeps_vision_model_prefix else name.removeprefix("vision_model.")
-    return rename
+def clip_rename(weights: CheckpointWeights, source_prefix: str, vision_config):
+    """Source key -> the CLIPVisionModel key of this transformers release (None for anything else)."""
+    mapping = map_clip_keys(weights.keys(), vision_config, into="", source_prefix=source_prefix)
+    return {source: name for name, source in mapping.targets.items()}.get
 
 
 def language_model_rename(key: str) -> str | None:
@@ -68,11 +65,11 @@ class OriginalLlavaReference:
         self.language_model = LlamaForCausalLM(text_config).float().eval()
         load_from_shards(self.language_model, source.weights, language_model_rename)
         self.vision_tower = CLIPVisionModel(source.vision_config).float().eval()
-        keeps_prefix = any(name.startswith("vision_model.") for name in self.vision_tower.state_dict())
         if source.clip_weights is None:
-            load_from_shards(self.vision_tower, source.weights, clip_rename(ORIGINAL_TOWER_PREFIX, keeps_prefix))
+            rename = clip_rename(source.weights, ORIGINAL_TOWER_PREFIX, source.vision_config)
+            load_from_shards(self.vision_tower, source.weights, rename)
         else:
-            load_from_shards(self.vision_tower, source.clip_weights, clip_rename("", keeps_prefix))
+            load_from_shards(self.vision_tower, source.clip_weights, clip_rename(source.clip_weights, "", source.vision_config))
         projector_keys = [key for key in source.weights.tensors
                           if key.startswith(("model.mm_projector.", "model.query_abstractor."))]
         self.projector = {name: value.float() for name, value in source.weights.load(projector_keys).items()}

@@ -14,9 +14,9 @@ import ast
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from transformers import CLIPConfig, CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaNextConfig
+from transformers import CLIPConfig, CLIPVisionConfig, ImageProcessingMixin, LlamaConfig, LlavaConfig, LlavaNextConfig
 
-from processing.image_processing_matryoshka_llava_next import check_grid_pinpoints
+from modeling_matryoshka_llava.anyres_layout import check_grid_pinpoints
 
 from .checkpoint_weights import CheckpointWeights
 from .errors import ConversionError
@@ -101,11 +101,8 @@ def describe_source(name: str, folder: Path, source_format: str, config: dict, w
 
 def describe_llava_hf(name: str, folder: Path, config: dict, weights: CheckpointWeights) -> SourceModel:
     llava = LlavaConfig.from_dict(config)
-    preprocessor_path = folder / "preprocessor_config.json"
-    if not preprocessor_path.is_file():
-        raise ConversionError(f"The llava-hf source {name} has no preprocessor_config.json (image preprocessing).")
     # LLaVA-1.5 was trained on images padded to a square; llava-hf's CLIPImageProcessor configs do not record it.
-    processor = image_processor_kwargs(read_json(preprocessor_path), default_pad=True)
+    processor = image_processor_kwargs(read_image_processor_config(folder, f"The llava-hf source {name}"), default_pad=True)
     return SourceModel(
         name=name,
         folder=folder,
@@ -131,18 +128,15 @@ def describe_llava_hf_next(name: str, folder: Path, config: dict, weights: Check
             f"{llava_next.vision_feature_select_strategy!r}); LLaVA-NeXT lays out and M3 pools a square patch grid, "
             "which needs 'default'."
         )
-    preprocessor_path = folder / "preprocessor_config.json"
-    if not preprocessor_path.is_file():
-        raise ConversionError(f"The llava-hf source {name} has no preprocessor_config.json (image preprocessing).")
-    preprocessor = read_json(preprocessor_path)
+    preprocessor = read_image_processor_config(folder, f"The llava-hf source {name}")
     crop_size = llava_next.vision_config.image_size
     pinpoints = checked_pinpoints(llava_next.image_grid_pinpoints, crop_size, f"config.json of {name}")
     if preprocessor.get("image_grid_pinpoints") is not None:
         processor_pinpoints = checked_pinpoints(preprocessor["image_grid_pinpoints"], crop_size,
-                                                f"preprocessor_config.json of {name}")
+                                                f"the image processor config of {name}")
         if processor_pinpoints != pinpoints:
             raise ConversionError(
-                f"The source's config.json and preprocessor_config.json disagree on image_grid_pinpoints "
+                f"The source's config.json and image processor config disagree on image_grid_pinpoints "
                 f"({pinpoints} vs {processor_pinpoints}): its model and processor would count image tokens "
                 "differently. Fix the source first."
             )
@@ -297,10 +291,22 @@ def load_clip_source(clip: str | None, config: dict) -> ClipSource:
             f"{error} (The source's config names it as mm_vision_tower; its vision config and image preprocessing "
             "are needed. Pass --clip PATH to use a local copy.)"
         ) from error
-    preprocessor_path = folder / "preprocessor_config.json"
-    if not preprocessor_path.is_file():
-        raise ConversionError(f"The CLIP checkpoint {name} has no preprocessor_config.json.")
-    return ClipSource(name, folder, read_json(folder / "config.json"), read_json(preprocessor_path))
+    preprocessor = read_image_processor_config(folder, f"The CLIP checkpoint {name}")
+    return ClipSource(name, folder, read_json(folder / "config.json"), preprocessor)
+
+
+def read_image_processor_config(folder: Path, what: str) -> dict:
+    """The image processor's settings, wherever the writing transformers put them: `preprocessor_config.json`, or
+    the `image_processor` entry of `processor_config.json` (where processors save it today). Read by transformers'
+    own `ImageProcessingMixin.get_image_processor_dict`, so any layout it knows is found."""
+    try:
+        settings, _ = ImageProcessingMixin.get_image_processor_dict(str(folder), local_files_only=True)
+    except (OSError, ValueError) as error:
+        raise ConversionError(
+            f"{what} has no image preprocessing config (preprocessor_config.json, or an `image_processor` entry in "
+            f"processor_config.json): {error}"
+        ) from error
+    return settings
 
 
 def clip_vision_config(clip: ClipSource) -> CLIPVisionConfig:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from logit_checks import where_logits_differ
 from original_checkpoints import CASES, SOURCE_FORMATS
 from original_llava_reference import IMAGE_TOKEN_INDEX, ReferenceLlava, load_raw_state_dict
 from safetensors import safe_open
@@ -266,12 +267,85 @@ def test_converted_models_load_as_remote_code_and_match_the_reference(sources, c
                 expected = llava_hf_reference_logits(reference, prompt, pixel_values, count)
             else:
                 expected = reference.logits(prompt, pixel_values, count)
-            # Another process, loading the folder's own code: usually equal to ~2e-6, but one CI run drifted by
-            # 5e-4 on 0.5% of logits of scale ~4. A wrong weight mapping moves logits by O(1); the strict 1e-5 parity
-            # with transformers' LLaVA is tested in one process (test_models.py).
-            torch.testing.assert_close(logits[:, : expected.shape[1]], expected, rtol=1e-3, atol=1e-3,
-                                       msg=lambda message, case=case, count=count: f"{case} k={count}: {message}")
+            # Another process, loading the folder's own code, against the reference here: 0 at the full grid and
+            # at most 2.2e-6 below it (the references pool by hand, in another order), the same in 40 repeated runs
+            # and with 1 to 4 threads in the other process. One CI run of an earlier version once saw 5.4e-4 on 0.5%
+            # of the logits, which no rerun reproduced; should it recur, the message says where it lies.
+            torch.testing.assert_close(logits[:, : expected.shape[1]], expected, rtol=1e-5, atol=1e-5,
+                                       msg=lambda message, case=case, count=count, got=logits, want=expected:
+                                       f"{case} k={count}: {message}\n{where_logits_differ(got[:, : want.shape[1]], want)}")
         if fresh_projector:
             counts = sorted(entry["logits"])
             assert not torch.allclose(entry["logits"][counts[0]][-1], entry["logits"][counts[-1]][-1])
 
+
+
+def rewrite_with_todays_transformers(source: Path, folder: Path) -> Path:
+    """A llava-hf source as today's transformers writes it: `LlavaForConditionalGeneration.save_pretrained` (its
+    key layout) and `LlavaProcessor.save_pretrained` (image preprocessing inside processor_config.json)."""
+    from transformers import AutoTokenizer, CLIPImageProcessor, LlavaProcessor
+
+    LlavaForConditionalGeneration.from_pretrained(source).save_pretrained(folder)
+    image_processor = CLIPImageProcessor(**json.loads((source / "preprocessor_config.json").read_text()))
+    LlavaProcessor(image_processor=image_processor, tokenizer=AutoTokenizer.from_pretrained(source)).save_pretrained(folder)
+    assert not (folder / "preprocessor_config.json").exists()
+    assert "image_processor" in json.loads((folder / "processor_config.json").read_text())
+    return folder
+
+
+def converted_tower(folder: Path) -> dict:
+    return {name.removeprefix("model.vision_tower."): tensor for name, tensor in load_folder_tensors(folder).items()
+            if name.startswith("model.vision_tower.")}
+
+
+def load_folder_tensors(folder: Path) -> dict:
+    tensors = {}
+    for path in folder.glob("*.safetensors"):
+        with safe_open(str(path), "pt") as file:
+            tensors.update({key: file.get_tensor(key) for key in file.keys()})  # noqa: SIM118
+    return tensors
+
+
+def test_llava_hf_folders_written_by_todays_transformers_convert(sources, converted, tmp_path):
+    source = rewrite_with_todays_transformers(sources["llava_hf"], tmp_path / "llava-hf-today")
+    result = convert_checkpoint(source, tmp_path / "out", to="m3", verify=True, show_progress=False)
+    assert result.verification is not None  # logits checked against transformers' LLaVA on this source
+    reference = load_folder_tensors(converted["llava_hf", "m3"].output)
+    assert load_folder_tensors(result.output).keys() == reference.keys()
+    for name, tensor in load_folder_tensors(result.output).items():
+        assert torch.equal(tensor, reference[name]), name
+    preprocessing = json.loads((result.output / "processor_config.json").read_text())["image_processor"]
+    expected = json.loads((converted["llava_hf", "m3"].output / "processor_config.json").read_text())["image_processor"]
+    assert preprocessing == expected
+
+
+@pytest.mark.parametrize("clip_kind", ["vision_model_today", "full_clip_model_today"])
+def test_clip_towers_saved_by_todays_transformers_are_accepted(sources, tmp_path, clip_kind):
+    """`--clip` with a CLIP folder written by today's `save_pretrained`: a CLIPVisionModel (keys without
+    `vision_model.`) or a full CLIPModel, preprocessing in processor_config.json. The tower in the output equals
+    what transformers itself loads from that folder."""
+    from transformers import AutoTokenizer, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPVisionModel
+
+    clip = tmp_path / clip_kind
+    original_clip = CLIPModel.from_pretrained(sources["clip"])
+    if clip_kind == "vision_model_today":  # a tower built today (not loaded from an old layout), then saved
+        tower = CLIPVisionModel(original_clip.config.vision_config)
+        tower.load_state_dict(CLIPVisionModel.from_pretrained(sources["clip"]).state_dict())
+        tower.save_pretrained(clip)
+    else:
+        original_clip.save_pretrained(clip)
+    image_processor = CLIPImageProcessor(**json.loads((sources["clip"] / "preprocessor_config.json").read_text()))
+    tokenizer = AutoTokenizer.from_pretrained(sources["llava"])
+    CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(clip)
+    assert not (clip / "preprocessor_config.json").exists()
+    if clip_kind == "vision_model_today":
+        with safe_open(str(clip / "model.safetensors"), "pt") as file:
+            assert not any(key.startswith("vision_model.") for key in file.keys())  # noqa: SIM118
+
+    result = convert_checkpoint(sources["llava_no_tower"], tmp_path / "out", to="m3", clip=clip, verify=True,
+                                show_progress=False)
+    expected = CLIPVisionModel.from_pretrained(clip).state_dict()
+    tower = converted_tower(result.output)
+    assert tower.keys() == expected.keys()
+    for name, tensor in tower.items():
+        assert torch.equal(tensor.float(), expected[name].float()), name
