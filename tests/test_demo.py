@@ -190,11 +190,9 @@ def test_shipped_remote_code_is_the_packages_current_code():
     root = Path(__file__).resolve().parents[1]
     stale = []
     for copy in sorted(MODELS_DIR.glob("*/*.py")):
-        sources = [root / package / copy.name for package in ("modeling_matryoshka_llava", "processing")]
-        source = next(path for path in sources if path.exists())
-        if copy.read_bytes() != source.read_bytes():
+        source = root / "modeling_matryoshka_llava" / copy.name
+        if not source.exists() or copy.read_bytes() != source.read_bytes():
             stale.append(str(copy.relative_to(root)))
     assert not stale, (
-        f"{stale} differ from the package: re-save the shipped models (from_pretrained + save_pretrained of model "
-        "and processor for each folder in demo/models, weights unchanged)"
+        f"{stale} differ from the package: run `python -m demo.refresh_shipped_code` (weights unchanged)"
     )

@@ -9,10 +9,9 @@ Part of the remote-code bundle: imports only transformers and its dependencies.
 import re
 from numbers import Integral
 
-from transformers.feature_extraction_utils import BatchFeature
-from transformers.processing_utils import ProcessorMixin
 
 from .chat_templates import VICUNA_V1_CHAT_TEMPLATE
+from .transformers_imports import BatchFeature, ProcessorMixin
 
 
 class MatryoshkaLlavaProcessor(ProcessorMixin):

@@ -3,10 +3,9 @@
 import math
 from typing import Literal
 
-from transformers import LlavaConfig
-
 from .token_reducers import VISUAL_TOKEN_REDUCTIONS
-from .visual_token_counts import describe_valid, nested_pooling_scales
+from .transformers_imports import LlavaConfig
+from .visual_token_counts import check_count, is_integer, nested_pooling_scales
 
 
 def patch_grid_size(vision_config) -> int:
@@ -59,20 +58,17 @@ def resolve_m3_fields(config) -> None:
     grid_size = patch_grid_size(config.vision_config)
     if config.matryoshka_scales is None:
         config.matryoshka_scales = nested_pooling_scales(grid_size)
-    config.matryoshka_scales = sorted(int(scale) for scale in config.matryoshka_scales)
     for scale in config.matryoshka_scales:
-        side = math.isqrt(scale)
-        if scale < 1 or side * side != scale or grid_size % side != 0:
+        side = math.isqrt(scale) if is_integer(scale) and scale >= 1 else 0
+        if side == 0 or side * side != scale or grid_size % side != 0:
             raise ValueError(
-                f"matryoshka_scales holds {scale}, which does not pool a {grid_size}x{grid_size} patch grid "
-                "evenly: each scale must be s*s with s dividing the grid side."
+                f"matryoshka_scales holds {scale!r}, which does not pool a {grid_size}x{grid_size} patch grid "
+                "evenly: each scale must be an integer s*s with s dividing the grid side."
             )
+    config.matryoshka_scales = sorted(int(scale) for scale in config.matryoshka_scales)
     if config.num_visual_tokens is None:
         config.num_visual_tokens = grid_size * grid_size
-    if config.num_visual_tokens not in config.matryoshka_scales:
-        raise ValueError(
-            f"num_visual_tokens={config.num_visual_tokens} must be {describe_valid(config.matryoshka_scales)}."
-        )
+    config.num_visual_tokens = check_count(config.num_visual_tokens, config.matryoshka_scales)
     if config.visual_token_reduction not in VISUAL_TOKEN_REDUCTIONS:
         raise ValueError(f"visual_token_reduction must be one of {VISUAL_TOKEN_REDUCTIONS}.")
     config.image_seq_length = grid_size * grid_size

@@ -1,6 +1,6 @@
 """LLaVA-1.5 "pad" image preprocessing, tolerant of the image formats users actually have.
 
-Pad to a square with the mean colour, resize, centre-crop, normalise (SPEC: LLaVA-1.5 `image_aspect_ratio="pad"`).
+Pad to a square with the mean colour, resize, centre-crop, normalise (LLaVA-1.5's `image_aspect_ratio="pad"`).
 Part of the remote-code bundle: imports only torch, transformers and their dependencies (numpy, PIL).
 """
 
@@ -10,8 +10,8 @@ import os
 import numpy as np
 import torch
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
-from transformers.feature_extraction_utils import BatchFeature
-from transformers.image_processing_utils import BaseImageProcessor
+
+from .transformers_imports import BaseImageProcessor, BatchFeature
 
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]

@@ -1,10 +1,14 @@
 """M3-LLaVA: LLaVA-1.5 whose projected visual tokens are average-pooled to the requested count."""
 
 import torch
-from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
 from .configuration_m3_llava import M3LlavaConfig
-from .modeling_matryoshka_base import MatryoshkaLlavaForConditionalGenerationBase, MatryoshkaLlavaModelBase
+from .modeling_matryoshka_base import (
+    MatryoshkaLlavaForConditionalGenerationBase,
+    MatryoshkaLlavaModelBase,
+    register_llava_key_mapping,
+)
+from .multimodal_projector import MatryoshkaMultiModalProjector
 from .token_reducers import reduce_visual_tokens
 
 
@@ -12,20 +16,19 @@ class M3LlavaModel(MatryoshkaLlavaModelBase):
     config_class = M3LlavaConfig
     config: M3LlavaConfig
 
-    def build_projector(self, config: M3LlavaConfig) -> LlavaMultiModalProjector:
-        return LlavaMultiModalProjector(config)
+    def build_projector(self, config: M3LlavaConfig) -> MatryoshkaMultiModalProjector:
+        return MatryoshkaMultiModalProjector(config)
 
-    def encode_images(self, pixel_values: torch.Tensor, vision_feature_layer=None, vision_feature_select_strategy=None):
+    def project_features(self, features: torch.Tensor) -> torch.Tensor:
         # M3 pools *after* the projector, so the projector belongs to the work every count shares.
-        features = super().encode_images(pixel_values, vision_feature_layer, vision_feature_select_strategy)
-        return self.multi_modal_projector(features)
+        return self.multi_modal_projector(features)  # (N, patches, text width)
 
     def reduce_image_features(
-        self, encoded_images: torch.Tensor, num_visual_tokens: list[int], image_layouts=None
+        self, encoded_images: torch.Tensor, counts_per_image: list[int], image_layouts=None
     ) -> list[torch.Tensor]:
-        reduced: list[torch.Tensor | None] = [None] * len(num_visual_tokens)
-        for count in sorted(set(num_visual_tokens)):  # images sharing a count are pooled together
-            indices = [i for i, k in enumerate(num_visual_tokens) if k == count]
+        reduced: list[torch.Tensor | None] = [None] * len(counts_per_image)
+        for count in sorted(set(counts_per_image)):  # images sharing a count are pooled together
+            indices = [i for i, k in enumerate(counts_per_image) if k == count]
             pooled = reduce_visual_tokens(encoded_images[indices], count, self.config.visual_token_reduction)
             for i, tokens in zip(indices, pooled):
                 reduced[i] = tokens
@@ -37,5 +40,7 @@ class M3LlavaForConditionalGeneration(MatryoshkaLlavaForConditionalGenerationBas
     config: M3LlavaConfig
     base_model_class = M3LlavaModel
 
+
+register_llava_key_mapping(M3LlavaConfig.model_type, M3LlavaModel, "llava")
 
 __all__ = ["M3LlavaForConditionalGeneration", "M3LlavaModel"]

@@ -2,7 +2,8 @@
 
 Subclasses supply the projector and `reduce_image_features`; everything else (vision feature selection, the
 placeholder rule of `image_placeholders`, merging, the language model, loss and generation) lives here once.
-State-dict keys are those of transformers' `LlavaForConditionalGeneration`.
+State-dict keys are those of transformers' `LlavaForConditionalGeneration`, and its checkpoint key mapping is
+registered for the Matryoshka model types, so every folder LLaVA writes loads.
 
 Models whose images do not all become the same grid (LLaVA-NeXT: the token count depends on each image's size and
 crop grid) name their extra per-image inputs in `image_input_names` and turn them into one layout per image in
@@ -13,31 +14,87 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import AutoModel, GenerationMixin
-from transformers.modeling_outputs import BaseModelOutputWithPooling
-from transformers.models.llava.modeling_llava import (
-    LlavaCausalLMOutputWithPast,
-    LlavaModelOutputWithPast,
-    LlavaPreTrainedModel,
-)
-from transformers.utils import ModelOutput
 
-from .image_placeholders import check_runs_match_images, expand_image_placeholders, find_image_runs
+from .image_placeholders import ImageRun, check_runs_match_images, expand_image_placeholders, find_image_runs
+from .modeling_matryoshka_outputs import MatryoshkaCausalLMOutputWithPast, MatryoshkaModelOutputWithPast
+from .transformers_imports import (
+    CACHE_NAME,
+    AutoModel,
+    GenerationMixin,
+    ModelOutput,
+    PreTrainedModel,
+    get_checkpoint_conversion_mapping,
+    register_checkpoint_conversion_mapping,
+)
 from .visual_token_counts import resolve_num_visual_tokens
 
 
-@dataclass
-class MatryoshkaCausalLMOutputWithPast(LlavaCausalLMOutputWithPast):
-    r"""
-    loss_per_num_visual_tokens (`torch.Tensor` of shape `(num_counts,)`, *optional*):
-        With `multi_scale_num_visual_tokens`: the loss at each count, normalised like `loss` (their mean).
+def register_llava_key_mapping(model_type: str, base_model_class: type, llava_model_type: str) -> None:
+    """Load a Matryoshka model type with transformers' own key mapping of the LLaVA model it extends.
+
+    `llava_model_type` is "llava" or "llava_next"; the base model gets the mapping of LLaVA's base model class.
+    Registered again on every import (remote code may be imported from several folders), replacing the last.
     """
+    llava_base_class = {"llava": "LlavaModel", "llava_next": "LlavaNextModel"}[llava_model_type]
+    for name, source in ((model_type, llava_model_type), (base_model_class.__name__, llava_base_class)):
+        mapping = get_checkpoint_conversion_mapping(source)
+        if mapping is not None:  # a release without a legacy layout for LLaVA has nothing to map
+            register_checkpoint_conversion_mapping(name, mapping, overwrite=True)
 
-    loss_per_num_visual_tokens: torch.Tensor | None = None
+
+def merge_cache_arguments(cache, past_key_values):
+    """One cache from the two names transformers has used for it (`cache` from 5.24, `past_key_values` before)."""
+    if cache is not None and past_key_values is not None:
+        raise ValueError("Pass the KV cache once, as `cache` or as `past_key_values`, not both.")
+    return cache if cache is not None else past_key_values
 
 
-class MatryoshkaLlavaPreTrainedModel(LlavaPreTrainedModel):
-    def save_pretrained(self, save_directory, *args, **kwargs):
+def as_tuple_unless_return_dict(model: PreTrainedModel, output: ModelOutput, return_dict: bool | None):
+    """`return_dict=False` (or `config.return_dict=False`) gives `output.to_tuple()`, as transformers' models do."""
+    if return_dict is None:
+        return_dict = getattr(model.config, "return_dict", True)
+    return output if return_dict else output.to_tuple()
+
+
+@dataclass
+class PreparedImages:
+    """The text side of a multimodal call, worked out once: placeholders expanded to each image's token count."""
+
+    input_ids: torch.Tensor | None
+    attention_mask: torch.Tensor | None
+    labels: torch.Tensor | None
+    counts_per_image: list[int]
+    image_layouts: list | None
+
+
+class MatryoshkaLlavaPreTrainedModel(PreTrainedModel):
+    """The capabilities transformers' LLaVA declares (attention back ends, compile, gradient checkpointing)."""
+
+    base_model_prefix = "model"
+    input_modalities = ("image", "text")
+    supports_gradient_checkpointing = True
+    _skip_keys_device_placement = ["past_key_values", "cache"]
+    _supports_flash_attn = True
+    _supports_sdpa = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+    _can_compile_fullgraph = True
+
+    @classmethod
+    def is_custom_code(cls) -> bool:
+        """False: these classes follow transformers' own modeling conventions (weights initialised with
+        `transformers.initialization`, parameters tied through `_tied_weights_keys`, key mappings registered), so
+        none of the allowances transformers makes for other custom code applies. One of them would otherwise mark
+        every module without direct parameters (e.g. CLIP's attention) as initialised, leaving missing vision-tower
+        weights at the wrong initialisation instead of the vision config's own."""
+        return False
+
+    def save_pretrained(self, save_directory, *args, save_original_format: bool = False, **kwargs):
+        r"""
+        As `PreTrainedModel.save_pretrained`, but weights are written with the model's own key names by default:
+        the LLaVA key mapping registered for loading would otherwise be reversed into LLaVA's legacy layout, which
+        no Matryoshka checkpoint ever had and which `Trainer`'s resume (a plain `load_state_dict`) cannot read.
+        """
         # `save_pretrained` records only this class's own Auto entry; a checkpoint of the full model must also be
         # loadable as `AutoModel`, whose class lives in the same (already copied) modeling file.
         base_model = getattr(self, "model", self)
@@ -45,7 +102,7 @@ class MatryoshkaLlavaPreTrainedModel(LlavaPreTrainedModel):
             module = type(base_model).__module__.split(".")[-1]
             auto_map = getattr(self.config, "auto_map", None) or {}
             self.config.auto_map = {**auto_map, "AutoModel": f"{module}.{type(base_model).__name__}"}
-        return super().save_pretrained(save_directory, *args, **kwargs)
+        return super().save_pretrained(save_directory, *args, save_original_format=save_original_format, **kwargs)
 
 
 class MatryoshkaLlavaModelBase(MatryoshkaLlavaPreTrainedModel):
@@ -80,12 +137,12 @@ class MatryoshkaLlavaModelBase(MatryoshkaLlavaPreTrainedModel):
         """The (num_crops, channels, height, width) batch the vision tower encodes: the images themselves here."""
         return pixel_values
 
-    def encode_images(self, pixel_values: torch.Tensor, vision_feature_layer=None, vision_feature_select_strategy=None):
-        """The per-image work every count shares (vision tower; M3 adds its projector): (N, patches, width)."""
-        return self.get_vision_features(pixel_values, vision_feature_layer, vision_feature_select_strategy)
+    def project_features(self, features: torch.Tensor) -> torch.Tensor:
+        """The part of the projection every count shares (M3 pools after its projector; MQT projects per count)."""
+        return features
 
     def reduce_image_features(
-        self, encoded_images: torch.Tensor, num_visual_tokens: list[int], image_layouts: list | None = None
+        self, encoded_images: torch.Tensor, counts_per_image: list[int], image_layouts: list | None = None
     ) -> list[torch.Tensor]:
         """`encode_images` output -> one (tokens_i, text width) tensor per image."""
         raise NotImplementedError
@@ -106,36 +163,46 @@ class MatryoshkaLlavaModelBase(MatryoshkaLlavaPreTrainedModel):
             num_visual_tokens, self.config.valid_num_visual_tokens, num_images, self.config.num_visual_tokens
         )
 
-    def expand_image_placeholders(
+    # -- the text side: placeholders -------------------------------------------------------------------------
+
+    def prepare_images(
         self,
-        input_ids: torch.Tensor,
-        num_images: int,
-        num_visual_tokens=None,
+        pixel_values: torch.Tensor,
+        input_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        num_visual_tokens: int | list[int] | torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         padding_side: str = "left",
         image_layouts: list | None = None,
-    ):
-        """Validate `num_visual_tokens`, then expand compact placeholders (see `image_placeholders`).
+        **image_inputs,
+    ) -> PreparedImages:
+        """Validate `num_visual_tokens`, find each image's placeholders and expand compact ones (once per call).
 
-        Returns `(input_ids, attention_mask, labels, num_visual_tokens per image)`. Without an explicit count an
-        image keeps the count its run length names, and a compact placeholder gets the config default.
+        Without an explicit count an image keeps the count its run length names, and a compact placeholder (a run
+        of one `input_ids` token) gets the config default. With `inputs_embeds` the placeholders must already be
+        expanded, as in transformers' LLaVA: they are the positions holding the image token's embedding.
         """
+        num_images = pixel_values.shape[0]
         requested = self.resolve_num_visual_tokens(num_visual_tokens, num_images)
+        if image_layouts is None:
+            image_layouts = self.image_layouts(pixel_values, **image_inputs)
+        layouts = image_layouts if image_layouts is not None else [None] * num_images
+        if input_ids is None:
+            runs = find_image_runs(self.placeholder_mask(None, inputs_embeds).long(), 1)
+            check_runs_match_images(runs, num_images)
+            counts = requested or [self._count_for_run_length(run, i, layouts[i]) for i, run in enumerate(runs)]
+            self._check_expanded_runs(runs, counts, layouts)
+            return PreparedImages(None, attention_mask, labels, counts, image_layouts)
+
         runs = find_image_runs(input_ids, self.config.image_token_id)
         check_runs_match_images(runs, num_images)
-        layouts = image_layouts if image_layouts is not None else [None] * num_images
         if requested is None:
             requested = [
-                self.config.num_visual_tokens
-                if run.length == 1
-                else self._count_for_run_length(run.length, index, layouts[index])
-                for index, run in enumerate(runs)
+                self.config.num_visual_tokens if run.length == 1 else self._count_for_run_length(run, i, layouts[i])
+                for i, run in enumerate(runs)
             ]
-        tokens_per_image = [
-            self.num_image_tokens(count, index, layout)
-            for index, (count, layout) in enumerate(zip(requested, layouts))
-        ]
+        tokens_per_image = [self.num_image_tokens(count, i, layout) for i, (count, layout) in enumerate(zip(requested, layouts))]
         pad_token_id = self.config.text_config.pad_token_id
         input_ids, attention_mask, labels = expand_image_placeholders(
             input_ids,
@@ -146,52 +213,90 @@ class MatryoshkaLlavaModelBase(MatryoshkaLlavaPreTrainedModel):
             pad_token_id=pad_token_id if pad_token_id is not None else 0,
             padding_side=padding_side,
         )
-        return input_ids, attention_mask, labels, requested
+        return PreparedImages(input_ids, attention_mask, labels, requested, image_layouts)
 
-    def _count_for_run_length(self, run_length: int, image_index: int, image_layout=None) -> int:
+    def placeholder_mask(self, input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor) -> torch.Tensor:
+        """(batch, seq) bool: where visual tokens go (with only `inputs_embeds`: the image token's embedding)."""
+        if input_ids is not None:
+            return input_ids == self.config.image_token_id
+        image_token = torch.tensor(self.config.image_token_id, dtype=torch.long, device=inputs_embeds.device)
+        return (inputs_embeds == self.get_input_embeddings()(image_token)).all(-1)
+
+    def _count_for_run_length(self, run: ImageRun, image_index: int, image_layout=None) -> int:
         for count in self.config.valid_num_visual_tokens:
-            if self.num_image_tokens(count, image_index, image_layout) == run_length:
+            if self.num_image_tokens(count, image_index, image_layout) == run.length:
                 return count
         raise ValueError(
-            f"Image {image_index} has a run of {run_length} placeholder tokens, which matches no valid "
+            f"Image {image_index} has a run of {run.length} placeholder tokens, which matches no valid "
             "num_visual_tokens of this model: use a single placeholder or pass num_visual_tokens."
         )
+
+    def _check_expanded_runs(self, runs: list[ImageRun], counts: list[int], layouts: list) -> None:
+        for index, (run, count, layout) in enumerate(zip(runs, counts, layouts)):
+            expected = self.num_image_tokens(count, index, layout)
+            if run.length != expected:
+                raise ValueError(
+                    f"Image {index} fills {run.length} positions of `inputs_embeds` but num_visual_tokens={count} "
+                    f"gives it {expected} visual tokens: with `inputs_embeds`, placeholders must already be expanded."
+                )
+
+    # -- the image side: features -----------------------------------------------------------------------------
+
+    def select_vision_features(self, vision_outputs, vision_feature_layer=None, vision_feature_select_strategy=None):
+        """Patch features of the selected vision layer(s), CLS dropped for the "default" strategy (as LLaVA)."""
+        layer = vision_feature_layer if vision_feature_layer is not None else self.config.vision_feature_layer
+        strategy = vision_feature_select_strategy or self.config.vision_feature_select_strategy
+        layers = [layer] if isinstance(layer, int) else layer
+        selected = [vision_outputs.hidden_states[index] for index in layers]
+        if strategy == "default":
+            selected = [hidden[:, 1:] for hidden in selected]
+        return torch.cat(selected, dim=-1)  # (crops, patches, vision width * layers)
 
     def get_vision_features(
         self, pixel_values: torch.Tensor, vision_feature_layer=None, vision_feature_select_strategy=None
     ) -> torch.Tensor:
-        """Patch features of the selected vision layer(s), CLS dropped for the "default" strategy (as LLaVA)."""
-        layer = vision_feature_layer if vision_feature_layer is not None else self.config.vision_feature_layer
-        strategy = vision_feature_select_strategy or self.config.vision_feature_select_strategy
-        outputs = self.vision_tower(pixel_values, output_hidden_states=True, return_dict=True)
-        layers = [layer] if isinstance(layer, int) else layer
-        selected = [outputs.hidden_states[index] for index in layers]
-        if strategy == "default":
-            selected = [hidden[:, 1:] for hidden in selected]
-        return torch.cat(selected, dim=-1)
+        """(crops, channels, height, width) -> (crops, patches, vision width): the tower's selected features."""
+        vision_outputs = self.vision_tower(pixel_values, output_hidden_states=True, return_dict=True)
+        return self.select_vision_features(vision_outputs, vision_feature_layer, vision_feature_select_strategy)
+
+    def encode_images(self, pixel_values: torch.Tensor, vision_feature_layer=None, vision_feature_select_strategy=None):
+        """The per-image work every count shares: vision tower, feature selection, shared projection."""
+        features = self.get_vision_features(pixel_values, vision_feature_layer, vision_feature_select_strategy)
+        return self.project_features(features)
 
     def get_image_features(
         self,
         pixel_values: torch.Tensor,
-        num_visual_tokens=None,
-        vision_feature_layer=None,
-        vision_feature_select_strategy=None,
-        **kwargs,
-    ) -> BaseModelOutputWithPooling:
-        """Visual tokens per image at the requested count(s): `pooler_output` is a list of (tokens, hidden) tensors.
+        num_visual_tokens: int | list[int] | None = None,
+        vision_feature_layer: int | list[int] | None = None,
+        vision_feature_select_strategy: str | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+        image_layouts: list | None = None,
+        **image_inputs,
+    ):
+        """The vision tower's output with `pooler_output` replaced by the visual tokens of each image (a list of
+        (tokens_i, text width) tensors at the requested counts), as transformers' LLaVA returns it.
 
-        The vision tower and projector run once for the whole batch, whatever mix of counts it asks for. Inputs named
-        in `image_input_names` (e.g. `image_sizes`) are taken from the keyword arguments.
+        The vision tower and projector run once for the whole batch, whatever mix of counts it asks for. The tower's
+        hidden states are always computed (features come from an inner layer); `output_attentions` asks it for its
+        attentions. Inputs named in `image_input_names` (e.g. `image_sizes`) are taken from the keyword arguments.
         """
-        layouts = self.image_layouts(pixel_values, **self.pop_image_inputs(kwargs))
+        if image_layouts is None:
+            image_layouts = self.image_layouts(pixel_values, **image_inputs)
         counts = self.resolve_num_visual_tokens(num_visual_tokens, pixel_values.shape[0])
         counts = counts or [self.config.num_visual_tokens] * pixel_values.shape[0]
-        encoded = self.encode_images(
-            self.vision_tower_inputs(pixel_values, layouts), vision_feature_layer, vision_feature_select_strategy
+        tower_kwargs = {"output_attentions": output_attentions} if output_attentions is not None else {}
+        vision_outputs = self.vision_tower(
+            self.vision_tower_inputs(pixel_values, image_layouts), output_hidden_states=True, return_dict=True,
+            **tower_kwargs,
         )
-        return BaseModelOutputWithPooling(
-            last_hidden_state=encoded, pooler_output=self.reduce_image_features(encoded, counts, layouts)
-        )
+        features = self.select_vision_features(vision_outputs, vision_feature_layer, vision_feature_select_strategy)
+        vision_outputs.pooler_output = self.reduce_image_features(self.project_features(features), counts, image_layouts)
+        return as_tuple_unless_return_dict(self, vision_outputs, return_dict)
+
+    # -- the merge site ----------------------------------------------------------------------------------------
 
     def forward(
         self,
@@ -201,65 +306,78 @@ class MatryoshkaLlavaModelBase(MatryoshkaLlavaPreTrainedModel):
         position_ids: torch.LongTensor | None = None,
         past_key_values=None,
         inputs_embeds: torch.Tensor | None = None,
-        num_visual_tokens=None,
-        vision_feature_layer=None,
-        vision_feature_select_strategy=None,
+        num_visual_tokens: int | list[int] | None = None,
+        vision_feature_layer: int | list[int] | None = None,
+        vision_feature_select_strategy: str | None = None,
         image_features: list[torch.Tensor] | None = None,
+        cache=None,
+        return_dict: bool | None = None,
+        prepared_images: PreparedImages | None = None,
         **kwargs,
-    ) -> LlavaModelOutputWithPast:
+    ):
         r"""
+        num_visual_tokens (`int` or `list[int]`, *optional*):
+            Visual tokens per image (one value for all images or one per image); defaults to the count each image's
+            placeholder run names, and `config.num_visual_tokens` for compact (single-token) placeholders.
         image_features (`list[torch.Tensor]`, *optional*):
             Visual tokens already computed per image (e.g. by `get_image_features`), used instead of
             `pixel_values`; the placeholders must then already be expanded to their lengths.
+        cache / past_key_values (`Cache`, *optional*): the KV cache, under either name.
+        prepared_images (`PreparedImages`, *optional*):
+            What `prepare_images` returned for these inputs, when the caller already worked it out.
         """
         if (input_ids is None) ^ (inputs_embeds is not None):
             raise ValueError("You must specify exactly one of input_ids or inputs_embeds")
+        cache = merge_cache_arguments(cache, past_key_values)
         image_inputs = self.pop_image_inputs(kwargs)
         if pixel_values is not None and image_features is None:
-            if input_ids is None:
-                raise ValueError("Images need `input_ids` that mark where their visual tokens go.")
-            expanded_ids, attention_mask, _, counts = self.expand_image_placeholders(
-                input_ids,
-                pixel_values.shape[0],
-                num_visual_tokens,
-                attention_mask,
-                image_layouts=self.image_layouts(pixel_values, **image_inputs),
-            )
-            if expanded_ids is not input_ids and position_ids is not None:
-                raise ValueError(
-                    "position_ids were given for compact image placeholders; pass them for the expanded sequence "
-                    "(one image token per visual token) or leave them out."
+            if prepared_images is None:
+                prepared_images = self.prepare_images(
+                    pixel_values, input_ids, inputs_embeds, num_visual_tokens, attention_mask, **image_inputs
                 )
-            input_ids = expanded_ids
+            if input_ids is not None and prepared_images.input_ids is not input_ids:
+                if position_ids is not None:
+                    raise ValueError(
+                        "position_ids were given for compact image placeholders; pass them for the expanded sequence "
+                        "(one image token per visual token) or leave them out."
+                    )
+                input_ids, attention_mask = prepared_images.input_ids, prepared_images.attention_mask
             image_features = self.get_image_features(
-                pixel_values, counts, vision_feature_layer, vision_feature_select_strategy, **image_inputs
+                pixel_values,
+                prepared_images.counts_per_image,
+                vision_feature_layer,
+                vision_feature_select_strategy,
+                return_dict=True,
+                image_layouts=prepared_images.image_layouts,
             ).pooler_output
 
         if inputs_embeds is None:
-            inputs_embeds = self.get_input_embeddings()(input_ids)
+            inputs_embeds = self.get_input_embeddings()(input_ids)  # (batch, seq, text width)
         if image_features is not None:
             image_features = torch.cat(list(image_features)).to(inputs_embeds.device, inputs_embeds.dtype)
-            image_mask = (input_ids == self.config.image_token_id).unsqueeze(-1).to(inputs_embeds.device)
+            image_mask = self.placeholder_mask(input_ids, inputs_embeds)  # (batch, seq)
             if int(image_mask.sum()) != image_features.shape[0]:
                 raise ValueError(
                     f"{int(image_mask.sum())} image placeholder positions but {image_features.shape[0]} visual tokens."
                 )
-            inputs_embeds = inputs_embeds.masked_scatter(image_mask, image_features)
+            inputs_embeds = inputs_embeds.masked_scatter(image_mask.unsqueeze(-1), image_features)
 
         outputs = self.language_model(
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
             inputs_embeds=inputs_embeds,
+            return_dict=True,
+            **{CACHE_NAME: cache},
             **kwargs,
         )
-        return LlavaModelOutputWithPast(
+        output = MatryoshkaModelOutputWithPast(
             last_hidden_state=outputs.last_hidden_state,
-            past_key_values=outputs.past_key_values,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             image_hidden_states=image_features,
+            **{CACHE_NAME: outputs.get(CACHE_NAME)},
         )
+        return as_tuple_unless_return_dict(self, output, return_dict)
 
 
 class MatryoshkaLlavaForConditionalGenerationBase(MatryoshkaLlavaPreTrainedModel, GenerationMixin):
@@ -267,6 +385,7 @@ class MatryoshkaLlavaForConditionalGenerationBase(MatryoshkaLlavaPreTrainedModel
 
     base_model_class: type[MatryoshkaLlavaModelBase]
     _tied_weights_keys = {"lm_head.weight": "model.language_model.embed_tokens.weight"}
+    _tp_plan = {"lm_head": "colwise_gather_output"}
 
     def __init__(self, config):
         super().__init__(config)
@@ -298,11 +417,15 @@ class MatryoshkaLlavaForConditionalGenerationBase(MatryoshkaLlavaPreTrainedModel
         past_key_values=None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
-        num_visual_tokens=None,
+        num_visual_tokens: int | list[int] | torch.Tensor | None = None,
         multi_scale_num_visual_tokens: list[int] | None = None,
+        vision_feature_layer: int | list[int] | None = None,
+        vision_feature_select_strategy: str | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        cache=None,
+        return_dict: bool | None = None,
         **kwargs,
-    ) -> MatryoshkaCausalLMOutputWithPast:
+    ):
         r"""
         num_visual_tokens (`int` or `list[int]`, *optional*):
             Visual tokens per image: one value for all images or one per image; defaults to
@@ -312,55 +435,66 @@ class MatryoshkaLlavaForConditionalGenerationBase(MatryoshkaLlavaPreTrainedModel
             Training with several counts at once (M3): the vision tower and projector run once, the language model
             once per count, and `loss` is the mean of the per-count losses (`loss_per_num_visual_tokens`, in the
             order given). Needs `labels`; the returned logits are those of the last count.
+        cache / past_key_values (`Cache`, *optional*): the KV cache, under either name.
         """
+        cache = merge_cache_arguments(cache, past_key_values)
         image_inputs = self.model.pop_image_inputs(kwargs)
         if multi_scale_num_visual_tokens is not None:
-            return self._multi_scale_forward(
+            output = self._multi_scale_forward(
                 input_ids, pixel_values, attention_mask, labels, multi_scale_num_visual_tokens, image_inputs, **kwargs
             )
-        if pixel_values is not None and input_ids is not None:
-            input_ids, attention_mask, labels, num_visual_tokens = self.model.expand_image_placeholders(
+            return as_tuple_unless_return_dict(self, output, return_dict)
+        prepared = None
+        if pixel_values is not None and (input_ids is not None or inputs_embeds is not None):
+            prepared = self.model.prepare_images(
+                pixel_values,
                 input_ids,
-                pixel_values.shape[0],
+                inputs_embeds,
                 num_visual_tokens,
                 attention_mask,
                 labels,
                 padding_side=self._expansion_padding_side(attention_mask, labels),
-                image_layouts=self.model.image_layouts(pixel_values, **image_inputs),
+                **image_inputs,
             )
+            if input_ids is not None:
+                input_ids, attention_mask, labels = prepared.input_ids, prepared.attention_mask, prepared.labels
         outputs = self.model(
             input_ids=input_ids,
             pixel_values=pixel_values,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
+            cache=cache,
             inputs_embeds=inputs_embeds,
-            num_visual_tokens=num_visual_tokens,
+            vision_feature_layer=vision_feature_layer,
+            vision_feature_select_strategy=vision_feature_select_strategy,
+            prepared_images=prepared,
+            return_dict=True,
             **image_inputs,
             **kwargs,
         )
-        hidden_states = outputs.last_hidden_state
+        hidden_states = outputs.last_hidden_state  # (batch, seq, text width)
         slice_indices = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
-        logits = self.lm_head(hidden_states[:, slice_indices, :])
+        logits = self.lm_head(hidden_states[:, slice_indices, :])  # (batch, kept positions, vocab)
 
         loss = None
         if labels is not None:
             loss = self.loss_function(
                 logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **kwargs
             )
-        return MatryoshkaCausalLMOutputWithPast(
+        output = MatryoshkaCausalLMOutputWithPast(
             loss=loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             image_hidden_states=outputs.image_hidden_states,
+            **{CACHE_NAME: outputs.get(CACHE_NAME)},
         )
+        return as_tuple_unless_return_dict(self, output, return_dict)
 
     @staticmethod
     def _expansion_padding_side(attention_mask, labels) -> str:
         """Rows that grow unevenly are re-padded on the side the batch is already padded on (left for inference)."""
-        left_padded = attention_mask is not None and bool((attention_mask[:, 0] == 0).any())
+        left_padded = attention_mask is not None and attention_mask.ndim == 2 and bool((attention_mask[:, 0] == 0).any())
         return "left" if labels is None or left_padded else "right"
 
     def _multi_scale_forward(
@@ -380,13 +514,16 @@ class MatryoshkaLlavaForConditionalGenerationBase(MatryoshkaLlavaPreTrainedModel
         losses, logits = [], None
         # Without images every count sees the same sequence: one forward serves them all.
         for count in counts if num_images else counts[:1]:
-            ids, mask, count_labels, per_image = self.model.expand_image_placeholders(
-                input_ids, num_images, count, attention_mask, labels,
-                padding_side=self._expansion_padding_side(attention_mask, labels),
-                image_layouts=layouts,
-            )
-            features = self.model.reduce_image_features(encoded, per_image, layouts) if num_images else None
-            outputs = self.model(input_ids=ids, attention_mask=mask, image_features=features, **kwargs)
+            if num_images:
+                prepared = self.model.prepare_images(
+                    pixel_values, input_ids, None, count, attention_mask, labels,
+                    padding_side=self._expansion_padding_side(attention_mask, labels), image_layouts=layouts,
+                )
+                ids, mask, count_labels = prepared.input_ids, prepared.attention_mask, prepared.labels
+                features = self.model.reduce_image_features(encoded, prepared.counts_per_image, layouts)
+            else:
+                ids, mask, count_labels, features = input_ids, attention_mask, labels, None
+            outputs = self.model(input_ids=ids, attention_mask=mask, image_features=features, return_dict=True, **kwargs)
             logits = self.lm_head(outputs.last_hidden_state)
             losses.append(
                 self.loss_function(logits=logits, labels=count_labels, vocab_size=self.config.text_config.vocab_size, **kwargs)
@@ -396,13 +533,19 @@ class MatryoshkaLlavaForConditionalGenerationBase(MatryoshkaLlavaPreTrainedModel
             loss=loss_per_count.mean(), logits=logits, loss_per_num_visual_tokens=loss_per_count
         )
 
-    def prepare_inputs_for_generation(self, *args, pixel_values=None, is_first_iteration=False, **kwargs):
-        model_inputs = super().prepare_inputs_for_generation(*args, is_first_iteration=is_first_iteration, **kwargs)
-        # Images are merged into the cache at prefill; later steps only carry new text tokens.
-        if is_first_iteration or not kwargs.get("use_cache", True):
-            model_inputs["pixel_values"] = pixel_values
-        else:
-            model_inputs.pop("pixel_values", None)
+    def prepare_inputs_for_generation(
+        self, input_ids, *args, inputs_embeds=None, pixel_values=None, is_first_iteration=False, **kwargs
+    ):
+        model_inputs = super().prepare_inputs_for_generation(
+            input_ids, *args, inputs_embeds=inputs_embeds, is_first_iteration=is_first_iteration, **kwargs
+        )
+        # Images are merged into the cache at prefill; later steps only carry new text tokens. A call continuing
+        # from a returned cache may pass the images again: they are needed only if their placeholders are not cached.
+        model_inputs.pop("pixel_values", None)
+        if pixel_values is not None and (is_first_iteration or not kwargs.get("use_cache", True)):
+            ids = model_inputs.get("input_ids")
+            if ids is None or bool((ids == self.config.image_token_id).any()):
+                model_inputs["pixel_values"] = pixel_values
         return model_inputs
 
     def generate(self, inputs: torch.Tensor | None = None, *args, num_visual_tokens=None, **kwargs):
@@ -416,19 +559,19 @@ class MatryoshkaLlavaForConditionalGenerationBase(MatryoshkaLlavaPreTrainedModel
         pixel_values = kwargs.get("pixel_values")
         if input_ids is None or pixel_values is None:
             if num_visual_tokens is not None:
-                self.model.resolve_num_visual_tokens(num_visual_tokens, 0 if pixel_values is None else len(pixel_values))
+                num_images = 0 if pixel_values is None else len(pixel_values)
+                self.model.resolve_num_visual_tokens(num_visual_tokens, num_images)
+                if pixel_values is not None:  # images given as `inputs_embeds` placeholders: checked at prefill
+                    kwargs["num_visual_tokens"] = num_visual_tokens
             return super().generate(input_ids, *args, **kwargs)
 
         image_inputs = {name: kwargs[name] for name in self.model.image_input_names if kwargs.get(name) is not None}
-        expanded_ids, attention_mask, _, counts = self.model.expand_image_placeholders(
-            input_ids,
-            pixel_values.shape[0],
-            num_visual_tokens,
-            kwargs.pop("attention_mask", None),
-            image_layouts=self.model.image_layouts(pixel_values, **image_inputs),
+        prepared = self.model.prepare_images(
+            pixel_values, input_ids, None, num_visual_tokens, kwargs.pop("attention_mask", None), **image_inputs
         )
-        if attention_mask is not None:
-            kwargs["attention_mask"] = attention_mask
+        expanded_ids, counts = prepared.input_ids, prepared.counts_per_image
+        if prepared.attention_mask is not None:
+            kwargs["attention_mask"] = prepared.attention_mask
         # One count rides along as an int; a mix as a per-image tensor, which generation expands with the images.
         kwargs["num_visual_tokens"] = counts[0] if len(set(counts)) == 1 else torch.tensor(counts)
         output = super().generate(expanded_ids, *args, **kwargs)

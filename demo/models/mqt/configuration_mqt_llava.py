@@ -2,9 +2,8 @@
 
 import math
 
-from transformers import LlavaConfig
-
-from .visual_token_counts import describe_valid
+from .transformers_imports import LlavaConfig
+from .visual_token_counts import check_count, is_integer
 
 
 class MQTLlavaConfig(LlavaConfig):
@@ -47,7 +46,7 @@ class MQTLlavaConfig(LlavaConfig):
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
-        if self.num_queries < 1 or math.isqrt(self.num_queries) ** 2 != self.num_queries:
+        if not is_integer(self.num_queries) or self.num_queries < 1 or math.isqrt(self.num_queries) ** 2 != self.num_queries:
             raise ValueError(f"num_queries must be a positive square (queries tile a grid), got {self.num_queries}.")
         if self.query_hidden_size % self.query_num_heads != 0:
             raise ValueError(
@@ -56,10 +55,7 @@ class MQTLlavaConfig(LlavaConfig):
             )
         if self.num_visual_tokens is None:
             self.num_visual_tokens = self.num_queries
-        if isinstance(self.num_visual_tokens, bool) or self.num_visual_tokens not in self.valid_num_visual_tokens:
-            raise ValueError(
-                f"num_visual_tokens={self.num_visual_tokens!r} must be {describe_valid(self.valid_num_visual_tokens)}."
-            )
+        self.num_visual_tokens = check_count(self.num_visual_tokens, self.valid_num_visual_tokens)
         self.image_seq_length = self.num_queries
 
     @property

@@ -3,7 +3,11 @@
 import torch
 
 from .configuration_mqt_llava import MQTLlavaConfig
-from .modeling_matryoshka_base import MatryoshkaLlavaForConditionalGenerationBase, MatryoshkaLlavaModelBase
+from .modeling_matryoshka_base import (
+    MatryoshkaLlavaForConditionalGenerationBase,
+    MatryoshkaLlavaModelBase,
+    register_llava_key_mapping,
+)
 from .token_reducers import MatryoshkaQueryTransformer
 
 
@@ -21,11 +25,11 @@ class MQTLlavaModel(MatryoshkaLlavaModelBase):
             super()._init_weights(module)
 
     def reduce_image_features(
-        self, encoded_images: torch.Tensor, num_visual_tokens: list[int], image_layouts=None
+        self, encoded_images: torch.Tensor, counts_per_image: list[int], image_layouts=None
     ) -> list[torch.Tensor]:
         # Queries do not interact, so one pass with the largest count serves every image's first k_i outputs.
-        tokens = self.multi_modal_projector(encoded_images, max(num_visual_tokens))
-        return [image_tokens[:count] for image_tokens, count in zip(tokens, num_visual_tokens)]
+        tokens = self.multi_modal_projector(encoded_images, max(counts_per_image))  # (N, max k, text width)
+        return [image_tokens[:count] for image_tokens, count in zip(tokens, counts_per_image)]
 
 
 class MQTLlavaForConditionalGeneration(MatryoshkaLlavaForConditionalGenerationBase):
@@ -33,5 +37,7 @@ class MQTLlavaForConditionalGeneration(MatryoshkaLlavaForConditionalGenerationBa
     config: MQTLlavaConfig
     base_model_class = MQTLlavaModel
 
+
+register_llava_key_mapping(MQTLlavaConfig.model_type, MQTLlavaModel, "llava")
 
 __all__ = ["MQTLlavaForConditionalGeneration", "MQTLlavaModel"]

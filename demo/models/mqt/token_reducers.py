@@ -10,7 +10,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from transformers import initialization as init
+
+from .transformers_imports import initialization as init
 
 VISUAL_TOKEN_REDUCTIONS = ("average_pooling", "spatial_sampling", "sequential_sampling")
 

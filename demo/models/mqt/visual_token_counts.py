@@ -27,11 +27,17 @@ def describe_valid(valid: Sequence[int]) -> str:
     return f"one of {list(valid)}"
 
 
-def _as_count(value, valid: Sequence[int], what: str) -> int:
+def is_integer(value) -> bool:
+    """An integer in the everyday sense: bool is an Integral in Python, but a flag passed by mistake must not mean
+    0 or 1 tokens; floats, strings and tensors are not counts either (a 0-d integer tensor is unwrapped first)."""
+    return not isinstance(value, bool) and isinstance(value, Integral)
+
+
+def check_count(value, valid: Sequence[int], what: str = "num_visual_tokens") -> int:
+    """`value` as an int if it is one of `valid`; ValueError naming the valid values otherwise."""
     if isinstance(value, torch.Tensor) and value.ndim == 0 and not value.is_floating_point():
         value = value.item()
-    # bool is an Integral in Python; a flag passed by mistake must not mean 0 or 1 tokens.
-    if isinstance(value, bool) or not isinstance(value, Integral) or int(value) not in valid:
+    if not is_integer(value) or int(value) not in valid:
         raise ValueError(f"{what}={value!r} is not valid for this model: it must be {describe_valid(valid)}.")
     return int(value)
 
@@ -57,5 +63,5 @@ def resolve_num_visual_tokens(
                 f"num_visual_tokens has {len(num_visual_tokens)} values but the inputs hold {num_images} images: "
                 f"pass one value ({describe_valid(valid)}) or one per image."
             )
-        return [_as_count(value, valid, f"num_visual_tokens[{i}]") for i, value in enumerate(num_visual_tokens)]
-    return [_as_count(num_visual_tokens, valid, "num_visual_tokens")] * num_images
+        return [check_count(value, valid, f"num_visual_tokens[{i}]") for i, value in enumerate(num_visual_tokens)]
+    return [check_count(num_visual_tokens, valid, "num_visual_tokens")] * num_images
