@@ -17,3 +17,11 @@ def gather_records(records: list, state: PartialState) -> list:
     if state.num_processes == 1:
         return list(records)
     return gather_object(records)
+
+
+def end_distributed(state: PartialState) -> None:
+    """Leave the process group before the interpreter exits: a gloo group still open at exit can abort the process
+    ("terminate called without an active exception") after all the work is done."""
+    if state.num_processes > 1:
+        state.wait_for_everyone()
+    state.destroy_process_group()

@@ -64,8 +64,12 @@ def run(args) -> int:
         command["model"], command["data"], command["images"], command["method"], training_args,
         eval_data=command["eval_data"], max_length=command["max_length"], lora_rank=command["lora_rank"],
     )
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    trainer.save_model()
+    try:
+        trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
+        trainer.save_model()
+    finally:
+        # Leave the process group before exit: an open gloo group can abort the process after the work is done.
+        trainer.accelerator.end_training()
     if trainer.skipped_records:
         print(f"Skipped records: {dict(trainer.skipped_records)}")
     print(f"Saved the trained model and processor to {training_args.output_dir}")
