@@ -143,7 +143,7 @@ def build_checkpoint(folder: Path, size_bytes: int, shard_bytes: int, fmt: str =
 
 def measure_child(source: str, output: str, clip: str) -> None:
     """Runs in the fresh process: imports first, then the conversion; prints RSS figures as JSON."""
-    from conversion import convert_checkpoint
+    from matryoshka_llava.conversion import convert_checkpoint
 
     before = rss_bytes("VmRSS")
     started = time.time()

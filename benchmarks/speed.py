@@ -20,8 +20,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from evaluation.architectures import bench_m3, bench_mqt
-from evaluation.bench import bench_to_markdown, run_speed_benchmark, write_bench_outputs
+from matryoshka_llava.evaluation.architectures import bench_m3, bench_mqt
+from matryoshka_llava.evaluation.bench import bench_to_markdown, run_speed_benchmark, write_bench_outputs
 
 
 def main() -> int:

@@ -31,7 +31,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from model_cards.errors import PushError
+    from matryoshka_llava.model_cards.errors import PushError
 
     try:
         result = convert_checkpoint(

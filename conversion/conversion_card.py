@@ -4,8 +4,8 @@ evaluation and cost "not evaluated yet" (render again with `matryoshka-llava car
 import re
 from pathlib import Path
 
-from model_cards import card_inputs_for_folder, write_model_card
-from model_cards.card_inputs import LLAVA_1_5_DATASETS
+from matryoshka_llava.model_cards import card_inputs_for_folder, write_model_card
+from matryoshka_llava.model_cards.card_inputs import LLAVA_1_5_DATASETS
 
 from .source_model import SourceModel
 

@@ -114,6 +114,7 @@ def convert_checkpoint(
     target_config = build_target_config(source, to, tokens, requested_dtype)
     plan = plan_conversion(source, to, model_class, target_config, requested_dtype)
     processor = build_processor(source, tokens.tokenizer)
+    processor.set_model_counts(target_config)  # an invalid count is then refused by the processor as by the model
 
     protected = [folder] + ([source.clip.folder] if source.clip is not None else [])
     atomic = AtomicOutputFolder(out, force, protected)
@@ -128,7 +129,7 @@ def convert_checkpoint(
     result = ConversionResult(out, detected, to, target_model_name(detected, to), len(plan), shard_files,
                               tokens.added_tokens, report)
     if push_to_hub:
-        from model_cards import push_checkpoint
+        from matryoshka_llava.model_cards import push_checkpoint
 
         push_checkpoint(out, push_to_hub)
         result.pushed_to = push_to_hub

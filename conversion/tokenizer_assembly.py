@@ -1,7 +1,6 @@
-"""Tokenizer and processor of the converted model: `<image>` and `<pad>` added as the llava-hf conversion does
-(SPEC 5), left padding for batched generation, the vicuna_v1 chat template of LLaVA-1.5 and both Matryoshka
-releases (a llava-hf LLaVA-NeXT source keeps the chat template it ships). LLaVA-NeXT sources get the anyres
-processor."""
+"""Tokenizer and processor of the converted model: `<image>` and `<pad>` added as the llava-hf conversion does,
+left padding for batched generation, the vicuna_v1 chat template of LLaVA-1.5 and both Matryoshka releases (a
+llava-hf LLaVA-NeXT source keeps the chat template it ships). LLaVA-NeXT sources get the anyres processor."""
 
 from dataclasses import dataclass
 

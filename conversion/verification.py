@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 import torch
 from transformers import LlavaForConditionalGeneration
 
+from modeling_matryoshka_llava.visual_token_counts import valid_num_visual_tokens
+
 from .errors import VerificationError
 from .llava_hf_next_reference import LlavaHfNextReference, llava_hf_next_grid_shape
 from .original_anyres import original_grid_shape, stored_pinpoints
@@ -39,11 +41,11 @@ class VerificationReport:
 
 
 def verification_counts(config) -> list[int]:
-    """The smallest, a middle and the largest count: each forward pass of a 7B model on CPU takes a while."""
-    if hasattr(config, "matryoshka_scales"):
-        scales = config.matryoshka_scales
-        return sorted({scales[0], scales[len(scales) // 2], scales[-1]})
-    return sorted({1, math.isqrt(config.num_queries), config.num_queries})
+    """The smallest, a middle and the largest count the model accepts: each forward pass of a 7B model on CPU
+    takes a while."""
+    valid = valid_num_visual_tokens(config)
+    middle = math.isqrt(valid[-1]) if isinstance(valid, range) else valid[len(valid) // 2]
+    return sorted({valid[0], middle, valid[-1]})
 
 
 @dataclass

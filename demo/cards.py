@@ -1,8 +1,8 @@
 """Model cards of the shipped tiny models, with their accuracy per family and count measured on the test split.
 
-    python -m demo.cards          # (re)evaluate demo/models/{m3,mqt,llava} and write their README.md
+    python -m matryoshka_llava.demo.cards          # (re)evaluate demo/models/{m3,mqt,llava} and write their README.md
 
-`python -m demo.train_tiny_models` ends with this step, so retrained models always carry their own results.
+`python -m matryoshka_llava.demo.train_tiny_models` ends with this step, so retrained models always carry their own results.
 """
 
 import argparse
@@ -12,10 +12,12 @@ from pathlib import Path
 
 import torch
 
-from evaluation import write_outputs
-from evaluation.architectures import load_architecture
-from evaluation.cost import prefill_cost
-from model_cards import card_inputs_for_folder, write_model_card
+from matryoshka_llava.evaluation import write_outputs
+from matryoshka_llava.evaluation.architectures import load_architecture
+from matryoshka_llava.evaluation.cost import prefill_cost
+from matryoshka_llava.model_cards import card_inputs_for_folder, write_model_card
+
+from matryoshka_llava.processing.prompts import chat_prompt
 
 from .run_demo import (
     DEFAULT_COUNTS,
@@ -23,12 +25,11 @@ from .run_demo import (
     MODELS_DIR,
     evaluate_on_test_split,
     load_demo_model,
-    prompt,
     test_split,
 )
 from .shapes_benchmark import sample_scene
 
-SOURCE = "trained from scratch on the synthetic shapes benchmark by python -m demo.train_tiny_models"
+SOURCE = "trained from scratch on the synthetic shapes benchmark by python -m matryoshka_llava.demo.train_tiny_models"
 NOTE = (
     "A tiny model for the repository's demo (96 px images in 4 px patches: the 24x24 grid; a 3-layer CLIP-style "
     "tower, a 3-layer Llama of width 96 and a word-level tokenizer over the benchmark's vocabulary), not a LLaVA-1.5 "
@@ -39,7 +40,7 @@ NOTE = (
 def text_tokens(processor) -> int:
     """Text tokens of a benchmark prompt (chat template included, the image placeholder excluded)."""
     image, rows = sample_scene(0)
-    inputs = processor(images=image, text=prompt(processor, rows[0]["question"]), return_tensors="pt")
+    inputs = processor(images=image, text=chat_prompt(processor, rows[0]["question"]), return_tensors="pt")
     return inputs["input_ids"].shape[1] - 1
 
 

@@ -2,7 +2,7 @@
 
 import argparse
 
-from evaluation.count_arguments import comma_separated_counts
+from matryoshka_llava.evaluation.count_arguments import comma_separated_counts
 
 from .run_demo import DEFAULT_COUNTS, MODELS_DIR, run_demo
 

@@ -5,7 +5,7 @@ change to the bundle they must be refreshed, or users of the folders run stale c
 folder is loaded, saved again into a scratch folder, and its code and configuration files are replaced by the new
 ones (files the bundle no longer has are removed); weights, tokenizer, card and evaluation results stay as they are.
 
-    python -m demo.refresh_shipped_code
+    python -m matryoshka_llava.demo.refresh_shipped_code
 """
 
 import shutil
@@ -15,7 +15,7 @@ from pathlib import Path
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 import modeling_matryoshka_llava  # noqa: F401  (registers the Matryoshka model types)
-from demo.run_demo import MODELS_DIR
+from matryoshka_llava.demo.run_demo import MODELS_DIR
 
 # What a re-save may change: the code, and the JSON files that name it (auto_map) or record the writer's version.
 REFRESHED_FILES = ("config.json", "processor_config.json", "chat_template.jinja", "generation_config.json")
@@ -25,6 +25,7 @@ def saved_code_and_config(folder: Path, scratch: Path) -> Path:
     """`folder` loaded and saved again into `scratch` (model and processor, as `train_tiny_models` saves them)."""
     model = AutoModelForImageTextToText.from_pretrained(folder)
     processor = AutoProcessor.from_pretrained(folder)
+    processor.set_model_counts(model.config)  # as train_tiny_models saves it
     model.save_pretrained(scratch)
     processor.save_pretrained(scratch)
     return scratch

@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from evaluation import evaluate, load_model_for_eval, plot_tradeoff
+from matryoshka_llava.evaluation import evaluate, load_model_for_eval, plot_tradeoff
+from matryoshka_llava.processing.prompts import chat_prompt
 
 from .shapes_benchmark import EVAL_COLUMNS, FAMILIES, SPLIT_SIZES, generate_split, make_item, sample_scene
 
@@ -32,7 +33,7 @@ def load_demo_model(name: str, models_dir: Path = MODELS_DIR):
     with training-free average pooling."""
     folder = models_dir / name
     if not (folder / "config.json").exists():
-        raise FileNotFoundError(f"No shipped model at {folder}: run `python -m demo.train_tiny_models` to build it.")
+        raise FileNotFoundError(f"No shipped model at {folder}: run `python -m matryoshka_llava.demo.train_tiny_models` to build it.")
     if name == "llava":
         model, processor = load_model_for_eval(folder, baseline="average_pooling", trust_remote_code=True, device="cpu")
         return model, processor
@@ -57,15 +58,10 @@ def evaluate_on_test_split(name: str, model, processor, dataset, counts, batch_s
     return {**results, "split": "test"}
 
 
-def prompt(processor, question: str) -> str:
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
-    return processor.apply_chat_template(messages, add_generation_prompt=True)
-
-
 def sample_answers(model, processor, counts, seed: int) -> list[dict]:
     """One scene, a question per family about it, and the answers at every count."""
     image, rows = sample_scene(seed)
-    texts = [prompt(processor, row["question"]) for row in rows]
+    texts = [chat_prompt(processor, row["question"]) for row in rows]
     inputs = processor(images=[image] * len(rows), text=texts, padding=True, return_tensors="pt")
     for count in counts:
         with torch.no_grad():
@@ -79,7 +75,7 @@ def sample_answers(model, processor, counts, seed: int) -> list[dict]:
 def prefill_latency_ms(model, processor, counts, repeats: int = 5) -> dict[int, float]:
     """Median wall time of one prefill (a single prompt, batch 1) at each count, counts interleaved."""
     image, question, _ = make_item(random.Random(0), "global")
-    inputs = processor(images=image, text=prompt(processor, question), return_tensors="pt")
+    inputs = processor(images=image, text=chat_prompt(processor, question), return_tensors="pt")
     timings = {count: [] for count in counts}
     with torch.no_grad():
         for count in counts:  # warm-up

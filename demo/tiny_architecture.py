@@ -6,8 +6,8 @@ import re
 from transformers import CLIPVisionConfig, LlamaConfig
 
 from modeling_matryoshka_llava import MatryoshkaLlavaImageProcessor, MatryoshkaLlavaProcessor
-from processing import VICUNA_V1_SYSTEM_PROMPT
-from processing.tokenizer_building import build_word_level_tokenizer
+from matryoshka_llava.processing import VICUNA_V1_SYSTEM_PROMPT
+from matryoshka_llava.demo.tokenizer_building import build_word_level_tokenizer
 
 from .shapes_benchmark import IMAGE_SIZE, vocabulary
 

@@ -1,6 +1,6 @@
 """Retrain the shipped tiny models from scratch, on CPU, with the project's own trainers.
 
-    python -m demo.train_tiny_models            # all three into demo/models/ with their cards (time: see README)
+    python -m matryoshka_llava.demo.train_tiny_models            # all three into demo/models/ with their cards (time: see README)
 
 The recipe follows the papers at toy scale, every weight starting from random initialisation:
 0. the vision tower is pretrained on dense patch labels (`demo.vision_pretraining`), standing in for the CLIP
@@ -30,8 +30,8 @@ from modeling_matryoshka_llava import (
     MQTLlavaConfig,
     MQTLlavaForConditionalGeneration,
 )
-from training.arguments import MatryoshkaTrainingArguments
-from training.run import build_trainer
+from matryoshka_llava.training.arguments import MatryoshkaTrainingArguments
+from matryoshka_llava.training.run import build_trainer
 
 from .shapes_benchmark import EVAL_COLUMNS, build_shapes_benchmark
 from .tiny_architecture import NUM_QUERIES, build_tiny_processor, init_vision_positions, tiny_llava_config_kwargs
@@ -98,7 +98,7 @@ def train_stage(name: str, model, processor, data: Path, work: Path, seed: int, 
 
 def report_validation(name: str, model, processor, split, counts, num_items: int = 200) -> dict:
     """Validation accuracy per family at a few counts (the test split stays untouched until the demo)."""
-    from evaluation import evaluate
+    from matryoshka_llava.evaluation import evaluate
 
     results = evaluate(
         model.eval(), processor, split.select(range(min(num_items, len(split)))), task="exact_match",
@@ -126,6 +126,7 @@ def save(model, processor, folder: Path) -> None:
     """Write to a sibling temp folder and rename, so an interrupted save never leaves a half-written model."""
     partial = folder.with_name(folder.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
+    processor.set_model_counts(model.config)  # the processor refuses the counts the model refuses
     model.save_pretrained(partial)
     processor.save_pretrained(partial)
     if folder.exists():

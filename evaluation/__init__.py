@@ -3,7 +3,7 @@
 Python API (the CLI subcommands `eval`, `cost` and `bench` are thin wrappers over it):
 
 ```python
-from evaluation import evaluate, load_model_for_eval, write_outputs
+from matryoshka_llava.evaluation import evaluate, load_model_for_eval, write_outputs
 
 model, processor = load_model_for_eval("path/to/m3-checkpoint")          # or a plain LLaVA with baseline=...
 results = evaluate(model, processor, "pope.parquet", task="yes_no", num_visual_tokens=[1, 9, 36, 144, 576],
@@ -16,7 +16,7 @@ from .data import PRESETS, ColumnMapping, build_items, column_mapping, load_eval
 from .model_loading import BASELINES, load_model_for_eval, load_processor_for_eval
 from .oracle import oracle
 from .report import plot_tradeoff, results_to_markdown, write_outputs
-from .runner import default_num_visual_tokens, evaluate, load_benchmark
+from .runner import evaluate, load_benchmark
 from .tasks import TASKS, EvalItem, get_task
 
 __all__ = [
@@ -27,7 +27,6 @@ __all__ = [
     "EvalItem",
     "build_items",
     "column_mapping",
-    "default_num_visual_tokens",
     "evaluate",
     "get_task",
     "load_benchmark",

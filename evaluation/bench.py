@@ -19,6 +19,7 @@ import torch
 from transformers import LlavaConfig, LlavaForConditionalGeneration
 
 from modeling_matryoshka_llava import M3LlavaForConditionalGeneration, MQTLlavaForConditionalGeneration
+from modeling_matryoshka_llava.visual_token_counts import comparison_counts
 
 from .cost import prefill_cost
 from .report import save_figure
@@ -183,7 +184,7 @@ def run_speed_benchmark(
         raise ValueError(f"clock must be one of {sorted(CLOCKS)}, got {clock!r}.")
     llava, m3, mqt = build_bench_models(m3_config, mqt_config, dtype=dtype, device=device)
     full = m3_config.image_seq_length
-    m3_counts = sorted(set(m3_counts or m3_config.valid_num_visual_tokens), reverse=True)
+    m3_counts = sorted(set(m3_counts or comparison_counts(m3_config)), reverse=True)
     mqt_full = mqt_config.num_queries
     mqt_counts = sorted(set(mqt_counts or [mqt_full] + [k for k in m3_counts if k < mqt_full]), reverse=True)
     m3.model.resolve_num_visual_tokens(m3_counts, len(m3_counts))

@@ -1,7 +1,7 @@
 """`matryoshka-llava eval`: accuracy at each visual-token count, the oracle, JSON + Markdown + plot.
 
-Data parallel: `accelerate launch -m matryoshka_llava_cli eval ...` on GPUs, or
-`torchrun --nproc_per_node N -m matryoshka_llava_cli eval ...` on CPU processes.
+Data parallel: `accelerate launch -m matryoshka_llava.cli eval ...` on GPUs, or
+`torchrun --nproc_per_node N -m matryoshka_llava.cli eval ...` on CPU processes.
 """
 
 import argparse
@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .data import default_image_root, preset_for_hub_id
-    from .distributed import distributed_state
+    from .distributed import distributed_state, end_distributed
     from .model_loading import load_model_for_eval
     from .report import results_to_markdown, write_outputs
     from .runner import evaluate, load_benchmark
@@ -55,23 +55,31 @@ def run(args: argparse.Namespace) -> int:
         args.model, args.baseline, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code
     )
     output_dir = Path(args.output_dir)
-    results = evaluate(
-        model, processor, dataset, args.task, args.num_visual_tokens,
-        preset=preset, columns=columns, split=split, dataset_name=dataset_name, limit=args.limit,
-        image_root=default_image_root(args.dataset) if args.dataset else None,
-        batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, prompt_suffix=args.prompt_suffix,
-        results_jsonl=args.results_jsonl or output_dir / "items.jsonl", baseline=args.baseline, model_name=args.model,
-    )
-    if distributed_state().is_main_process:
-        results = write_outputs(results, output_dir, plot=not args.no_plot)
-        print(results_to_markdown(results))
-        print(f"Wrote {output_dir / 'results.json'}, results.md" + ("" if args.no_plot else f", {results['plot']}"))
+    state = distributed_state()
+    try:
+        results = evaluate(
+            model, processor, dataset, args.task, args.num_visual_tokens,
+            preset=preset, columns=columns, split=split, dataset_name=dataset_name, limit=args.limit,
+            image_root=default_image_root(args.dataset) if args.dataset else None,
+            batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, prompt_suffix=args.prompt_suffix,
+            results_jsonl=args.results_jsonl or output_dir / "items.jsonl", baseline=args.baseline,
+            model_name=args.model,
+        )
+        if state.is_main_process:
+            results = write_outputs(results, output_dir, plot=not args.no_plot)
+            print(results_to_markdown(results))
+            print(f"Wrote {output_dir / 'results.json'}, results.md" + ("" if args.no_plot else f", {results['plot']}"))
+    finally:
+        end_distributed(state)
     return 0
 
 
-if __name__ == "__main__":  # `torchrun -m evaluation.cli ...`: the same command without loading the other subcommands
+if __name__ == "__main__":  # `torchrun -m matryoshka_llava.evaluation.cli ...`: the same command without loading the other subcommands
+    import gc
     import sys
 
     standalone = argparse.ArgumentParser(prog="matryoshka-llava eval", description=__doc__.splitlines()[0])
     configure_parser(standalone)
-    sys.exit(run(standalone.parse_args()))
+    status = run(standalone.parse_args())
+    gc.collect()  # as `matryoshka-llava` does: free the process group's users before interpreter shutdown
+    sys.exit(status)

@@ -26,6 +26,7 @@ from modeling_matryoshka_llava import (
 )
 from modeling_matryoshka_llava.anyres_layout import AnyresImageLayout, select_crop_grid
 from modeling_matryoshka_llava.transformers_imports import CACHE_NAME
+from modeling_matryoshka_llava.visual_token_counts import comparison_counts
 
 
 class PeakMemoryTracker(TorchDispatchMode):
@@ -136,18 +137,6 @@ def _prefill(model, sequence: int, dtype: torch.dtype):
     return output.get(CACHE_NAME), model.lm_head(output.last_hidden_state[:, -1:])
 
 
-def valid_counts(config) -> list[int]:
-    """The counts a cost table lists by default: the M3 scales of the grid (plain LLaVA / NeXT too, as the
-    training-free reductions use them), MQT's doubling ladder 2, 4, ..., M (as `eval`)."""
-    if getattr(config, "model_type", None) in ("llava", "llava_next"):
-        from modeling_matryoshka_llava.visual_token_counts import nested_pooling_scales
-
-        return nested_pooling_scales(config.vision_config.image_size // config.vision_config.patch_size)
-    from .runner import default_num_visual_tokens
-
-    return default_num_visual_tokens(config)
-
-
 def prefill_cost(
     config,
     num_visual_tokens: list[int] | None = None,
@@ -166,7 +155,7 @@ def prefill_cost(
     if num_text_tokens < 1:
         raise ValueError(f"num_text_tokens must be >= 1, got {num_text_tokens}.")
     model, family = _meta_model(config, dtype)
-    counts = sorted(set(num_visual_tokens)) if num_visual_tokens else valid_counts(config)
+    counts = sorted(set(num_visual_tokens)) if num_visual_tokens else comparison_counts(config)
     model.model.resolve_num_visual_tokens(counts, len(counts))  # the model's own check of every k
     vision = config.vision_config
     if family == "llava_next":

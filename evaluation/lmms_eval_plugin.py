@@ -16,9 +16,10 @@ from lmms_eval.api.model import lmms
 from lmms_eval.models.registry_v2 import ModelManifest
 from tqdm.auto import tqdm
 
+from matryoshka_llava.processing.prompts import chat_prompt
+
 from .distributed import distributed_state
 from .model_loading import load_model_for_eval
-from .runner import chat_prompt
 
 MODEL_ID = "matryoshka_llava"
 
@@ -60,11 +61,9 @@ class MatryoshkaLlava(lmms):
             pretrained, baseline or None, device=device, dtype=dtype, trust_remote_code=_as_bool(trust_remote_code)
         )
         count = self._model.config.num_visual_tokens if num_visual_tokens in (None, "") else num_visual_tokens
-        if isinstance(count, str):
-            if not count.strip().lstrip("-").isdigit():
-                raise ValueError(f"num_visual_tokens={count!r} is not an integer.")
+        if isinstance(count, str) and count.strip().lstrip("-").isdigit():  # model_args arrive as text
             count = int(count)
-        self.num_visual_tokens = self._model.model.resolve_num_visual_tokens(count, 1)[0]
+        self.num_visual_tokens = self._model.model.resolve_num_visual_tokens(count, 1)[0]  # the models' own check
         self.batch_size_per_gpu = int(batch_size)
         self.max_new_tokens = int(max_new_tokens)
         self._rank, self._world_size = state.process_index, state.num_processes

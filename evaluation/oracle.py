@@ -1,4 +1,4 @@
-"""The oracle of the M3 paper (SPEC 6): per item, the smallest visual-token count that answers it correctly.
+"""The oracle of the M3 paper (Cai et al. 2024): per item, the smallest visual-token count that answers it correctly.
 
 An item wrong at every count counts at the smallest count, as wrong. With graded scores (VQA accuracy) "correct"
 generalises to "reaches the item's best score over all counts", which is the same rule for 0/1 scores.

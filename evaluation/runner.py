@@ -14,6 +14,9 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from matryoshka_llava.processing.prompts import chat_prompt
+from modeling_matryoshka_llava.visual_token_counts import comparison_counts
+
 from .data import (
     apply_filters,
     build_items,
@@ -30,36 +33,15 @@ from .tasks import EvalItem, aggregate_by_category, get_task
 logger = logging.getLogger(__name__)
 
 
-def default_num_visual_tokens(config) -> list[int]:
-    """The counts evaluated when none are given: M3's trained scales; for MQT the doubling ladder 2, 4, ... up to
-    its number of queries M (M included)."""
-    valid = list(config.valid_num_visual_tokens)
-    if getattr(config, "model_type", None) == "mqt_llava":
-        ladder, count = [], 2
-        while count < valid[-1]:
-            ladder.append(count)
-            count *= 2
-        return ladder + [valid[-1]]
-    return valid
-
-
 def check_num_visual_tokens(model, counts) -> list[int]:
     """Sorted, de-duplicated counts, each validated by the model's own check (ValueError naming the valid values)."""
     if counts is None:
-        return default_num_visual_tokens(model.config)
+        return comparison_counts(model.config)
     counts = list(counts)
     if not counts:
         raise ValueError("num_visual_tokens is empty: give at least one count.")
     model.model.resolve_num_visual_tokens(counts, len(counts))
     return sorted(set(counts))
-
-
-def chat_prompt(processor, question: str, num_images: int) -> str:
-    """The vicuna_v1 prompt with the images first; an image token written in the question itself is dropped (the
-    images are placed by the template)."""
-    question = question.replace(processor.image_token, "").strip()
-    content = [{"type": "image"}] * num_images + [{"type": "text", "text": question}]
-    return processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True)
 
 
 def greedy_generation_kwargs(model, processor, max_new_tokens: int) -> dict:
@@ -242,43 +224,69 @@ def evaluate(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
     max_new_tokens = max_new_tokens or task.default_max_new_tokens
     counts = check_num_visual_tokens(model, num_visual_tokens)
+    items, source_name, split = load_items(
+        dataset, task, preset_name, preset_spec, columns, split, dataset_config, limit, image_root, dataset_name
+    )
+    header = {
+        "model": model_name or getattr(model.config, "_name_or_path", None) or type(model).__name__,
+        "dataset": source_name, "split": split, "task": task.name, "baseline": baseline_in_use(model, baseline),
+        "max_new_tokens": max_new_tokens, "prompt_suffix": prompt_suffix,
+    }
+    log, done = open_results_log(results_jsonl, header, state)
+    new_records = generate_pending(
+        model, processor, items, counts, done, task, prompt_suffix, batch_size,
+        greedy_generation_kwargs(model, processor, max_new_tokens), log, state, progress,
+    )
+    for record in gather_records(new_records, state):
+        done[(record["item_id"], record["num_visual_tokens"])] = record
+    return summarize(done, items, counts, task, header, preset_name)
+
+
+def baseline_in_use(model, baseline: str | None) -> str | None:
+    """The training-free reduction the results are for: the caller's, the one `load_model_for_eval` applied, or
+    the config's when it is a sampling reduction."""
     if baseline is None:
         baseline = getattr(model, "training_free_baseline", None)
     if baseline is None and getattr(model.config, "visual_token_reduction", "average_pooling") != "average_pooling":
         baseline = model.config.visual_token_reduction
+    return baseline
 
+
+def load_items(dataset, task, preset_name, preset_spec, columns, split, dataset_config, limit, image_root,
+               dataset_name) -> tuple[list[EvalItem], str, str]:
+    """(items, dataset name, split) of an `EvalItem` list or a benchmark (Hub id, file, folder, `datasets.Dataset`)."""
     if isinstance(dataset, list) and all(isinstance(item, EvalItem) for item in dataset):
         items = dataset[:limit] if limit else list(dataset)
         for item in items:
             task.check_item(item)
-        source_name = dataset_name or "items"
-    else:
-        loaded, source_name, split = load_benchmark(dataset, preset_name, split, dataset_config)
-        source_name = dataset_name or source_name
-        if preset_spec is not None and preset_spec.filters:
-            loaded = apply_filters(loaded, preset_spec.filters)
-        mapping = column_mapping(preset_spec, columns)
-        items = build_items(loaded, task, mapping, limit=limit, image_root=image_root or default_image_root(dataset))
-    split = split or "all"
+        return items, dataset_name or "items", split or "all"
+    loaded, source_name, split = load_benchmark(dataset, preset_name, split, dataset_config)
+    if preset_spec is not None and preset_spec.filters:
+        loaded = apply_filters(loaded, preset_spec.filters)
+    mapping = column_mapping(preset_spec, columns)
+    items = build_items(loaded, task, mapping, limit=limit, image_root=image_root or default_image_root(dataset))
+    return items, dataset_name or source_name, split or "all"
 
-    model_label = model_name or getattr(model.config, "_name_or_path", None) or type(model).__name__
-    header = {
-        "model": model_label, "dataset": source_name, "split": split, "task": task.name, "baseline": baseline,
-        "max_new_tokens": max_new_tokens, "prompt_suffix": prompt_suffix,
-    }
-    log = ResultsLog(results_jsonl, header) if results_jsonl is not None else None
-    if log is not None:
-        if state.is_main_process:
-            log.prepare()
-        state.wait_for_everyone()
-    done = log.load() if log is not None else {}
 
+def open_results_log(results_jsonl, header: dict, state) -> tuple["ResultsLog | None", dict]:
+    """The per-item results file (prepared by the main process) and the records it already holds (a resumed run)."""
+    if results_jsonl is None:
+        return None, {}
+    log = ResultsLog(results_jsonl, header)
+    if state.is_main_process:
+        log.prepare()
+    state.wait_for_everyone()
+    return log, log.load()
+
+
+def generate_pending(model, processor, items, counts, done, task, prompt_suffix, batch_size, generation_kwargs,
+                     log, state, progress: bool) -> list[dict]:
+    """Generate and score every (item, count) not in `done`, this process's share of the batches; each batch's
+    records are appended to the log as they come."""
     pending = [(item, [k for k in counts if (item.item_id, k) not in done]) for item in items]
     pending = [(item, missing) for item, missing in pending if missing]
     batches = [pending[start : start + batch_size] for start in range(0, len(pending), batch_size)]
     my_batches = batches[state.process_index :: state.num_processes]
-    generation_kwargs = greedy_generation_kwargs(model, processor, max_new_tokens)
-
     new_records = []
     total = sum(len(missing) for batch in my_batches for _, missing in batch)
     with tqdm(total=total, desc=f"eval {task.name}", unit="answer", disable=not (progress and state.is_main_process)) as bar:
@@ -296,10 +304,7 @@ def evaluate(
                     log.append(records)
                 new_records.extend(records)
                 bar.update(len(records))
-
-    for record in gather_records(new_records, state):
-        done[(record["item_id"], record["num_visual_tokens"])] = record
-    return summarize(done, items, counts, task, header, preset_name)
+    return new_records
 
 
 def summarize(done: dict, items: list[EvalItem], counts: list[int], task, header: dict, preset_name=None) -> dict:

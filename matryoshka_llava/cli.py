@@ -6,18 +6,19 @@ explicit options then override).
 """
 
 import argparse
+import gc
 import importlib
 import sys
 
 SUBCOMMANDS = {
-    "convert": ("conversion.cli", "Convert a LLaVA-1.5/NeXT or released M3/MQT checkpoint."),
-    "train": ("training.cli", "Train with the M3 multi-scale or MQT random-m loss."),
-    "eval": ("evaluation.cli", "Evaluate accuracy at each visual-token count (and the oracle)."),
-    "cost": ("evaluation.cost_cli", "FLOPs, KV-cache and activation memory per visual-token count."),
-    "bench": ("evaluation.bench_cli", "Measure time-to-first-token and decode speed per visual-token count."),
-    "card": ("model_cards.cli", "Render a model card from eval results and the cost table."),
-    "push": ("model_cards.push_cli", "Validate a checkpoint folder and upload it to the Hub."),
-    "demo": ("demo.cli", "Run the shipped tiny M3 / MQT / LLaVA models and show the trade-off."),
+    "convert": ("matryoshka_llava.conversion.cli", "Convert a LLaVA-1.5/NeXT or released M3/MQT checkpoint."),
+    "train": ("matryoshka_llava.training.cli", "Train with the M3 multi-scale or MQT random-m loss."),
+    "eval": ("matryoshka_llava.evaluation.cli", "Evaluate accuracy at each visual-token count (and the oracle)."),
+    "cost": ("matryoshka_llava.evaluation.cost_cli", "FLOPs, KV-cache and activation memory per visual-token count."),
+    "bench": ("matryoshka_llava.evaluation.bench_cli", "Measure time-to-first-token and decode speed per visual-token count."),
+    "card": ("matryoshka_llava.model_cards.cli", "Render a model card from eval results and the cost table."),
+    "push": ("matryoshka_llava.model_cards.push_cli", "Validate a checkpoint folder and upload it to the Hub."),
+    "demo": ("matryoshka_llava.demo.cli", "Run the shipped tiny M3 / MQT / LLaVA models and show the trade-off."),
 }
 
 
@@ -42,7 +43,11 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser(argv).parse_args(argv)
-    return args.handler(args) or 0
+    status = args.handler(args) or 0
+    # Free what the command built (models, trainers, process groups) while the interpreter is fully alive: a
+    # distributed back end's thread woken during interpreter shutdown aborts the process after the work is done.
+    gc.collect()
+    return status
 
 
 if __name__ == "__main__":

@@ -4,10 +4,20 @@ caller's values, with every required field checked before anything is rendered."
 import json
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import yaml
+from transformers import AutoConfig, LlavaConfig
+
+from modeling_matryoshka_llava import M3LlavaConfig, M3LlavaNextConfig, MQTLlavaConfig
+from modeling_matryoshka_llava.visual_token_counts import (
+    default_num_visual_tokens,
+    describe_valid,
+    patch_grid_side,
+    valid_num_visual_tokens,
+)
 
 from .errors import ModelCardError
 from .results import CostTable, EvalResults, load_cost_table, load_eval_results
@@ -42,7 +52,7 @@ class CardInputs:
     source_checkpoint: str | None = None
     license: str | None = None
     chat_template: str | None = None
-    valid_num_visual_tokens: list[int] = field(default_factory=list)  # M3: the scales; MQT: [1, M]
+    valid_num_visual_tokens: Sequence[int] = field(default_factory=list)  # M3: the scales; MQT: range(1, M + 1)
     default_num_visual_tokens: int | None = None
     grid_side: int | None = None
     num_queries: int | None = None
@@ -73,49 +83,45 @@ class CardInputs:
                 )
 
     def accepts(self, count: int) -> bool:
-        if self.kind == "mqt-llava":
-            return 1 <= count <= self.valid_num_visual_tokens[-1]
         return count in self.valid_num_visual_tokens
 
     @property
     def valid_text(self) -> str:
-        if self.kind == "mqt-llava":
-            return f"any integer from 1 to {self.valid_num_visual_tokens[-1]}"
-        return "one of " + ", ".join(map(str, self.valid_num_visual_tokens))
+        return describe_valid(self.valid_num_visual_tokens)
+
+
+# Each card template and the config class it describes (subclasses first: M3 and MQT configs are LLaVA configs).
+KIND_OF_CONFIG = (
+    (M3LlavaNextConfig, "m3-llava-next"),
+    (M3LlavaConfig, "m3-llava"),
+    (MQTLlavaConfig, "mqt-llava"),
+    (LlavaConfig, "llava-baseline"),  # a plain LLaVA, reduced only by the training-free baselines
+)
 
 
 def read_folder_inputs(folder: Path) -> CardInputs:
-    """Kind, valid counts, chat template and the existing card's metadata of a saved checkpoint folder."""
+    """Kind, valid counts, chat template and the existing card's metadata of a saved checkpoint folder. The counts
+    are the loaded config's own (`visual_token_counts`), never re-derived from the JSON."""
     folder = Path(folder)
     config_path = folder / "config.json"
     if not config_path.is_file():
         raise ModelCardError(f"{folder} has no config.json: is it a saved checkpoint folder?")
-    config = json.loads(config_path.read_text())
-    model_type = config.get("model_type")
-    inputs = CardInputs(model_name=folder.resolve().name, chat_template=read_chat_template(folder))
-    vision = config.get("vision_config") or {}
-    if vision.get("image_size") and vision.get("patch_size"):
-        inputs.grid_side = vision["image_size"] // vision["patch_size"]
-    if model_type in ("m3_llava", "m3_llava_next"):
-        inputs.kind = "m3-llava-next" if model_type == "m3_llava_next" else "m3-llava"
-        inputs.valid_num_visual_tokens = sorted(config.get("matryoshka_scales") or [])
-    elif model_type == "mqt_llava":
-        inputs.kind = "mqt-llava"
-        inputs.num_queries = config.get("num_queries", 256)
-        inputs.valid_num_visual_tokens = [1, inputs.num_queries]
-        inputs.projector_is_trained = config.get("projector_is_trained", True)
-    elif model_type == "llava" and inputs.grid_side:
-        # A plain LLaVA, reduced only by the training-free baselines (over M3's nested scales of its grid).
-        from modeling_matryoshka_llava.visual_token_counts import nested_pooling_scales
-
-        inputs.kind = "llava-baseline"
-        inputs.valid_num_visual_tokens = nested_pooling_scales(inputs.grid_side)
-        config["num_visual_tokens"] = inputs.grid_side**2
-    else:
+    try:
+        config = AutoConfig.from_pretrained(folder)
+    except (ValueError, KeyError, OSError) as error:
+        raise ModelCardError(f"{config_path} cannot be read as a model config: {error}") from error
+    kind = next((kind for config_class, kind in KIND_OF_CONFIG if isinstance(config, config_class)), None)
+    if kind is None:
         raise ModelCardError(
-            f"{config_path}: model_type {model_type!r} is not an M3-LLaVA, MQT-LLaVA or plain LLaVA model."
+            f"{config_path}: model_type {config.model_type!r} is not an M3-LLaVA, MQT-LLaVA or plain LLaVA model."
         )
-    inputs.default_num_visual_tokens = config.get("num_visual_tokens")
+    inputs = CardInputs(kind=kind, model_name=folder.resolve().name, chat_template=read_chat_template(folder))
+    inputs.grid_side = patch_grid_side(config.vision_config)
+    inputs.valid_num_visual_tokens = valid_num_visual_tokens(config)
+    inputs.default_num_visual_tokens = default_num_visual_tokens(config)
+    if isinstance(config, MQTLlavaConfig):
+        inputs.num_queries = config.num_queries
+        inputs.projector_is_trained = config.projector_is_trained
     metadata, recorded = read_existing_card(folder)
     inputs.license = metadata.get("license")
     inputs.base_model = as_list(metadata.get("base_model"))
@@ -178,8 +184,8 @@ def with_overrides(inputs: CardInputs, **overrides) -> CardInputs:
 
 
 def example_count(inputs: CardInputs) -> int:
-    """A count to show in the usage example: a mid-sized valid one."""
-    if inputs.kind == "mqt-llava":
-        return max(1, math.isqrt(inputs.valid_num_visual_tokens[-1]))
-    scales = inputs.valid_num_visual_tokens
-    return scales[len(scales) // 2]
+    """A count to show in the usage example: a mid-sized valid one (M3's middle scale, MQT's sqrt(M))."""
+    valid = inputs.valid_num_visual_tokens
+    if isinstance(valid, range):
+        return max(1, math.isqrt(valid[-1]))
+    return valid[len(valid) // 2]

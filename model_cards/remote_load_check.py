@@ -7,7 +7,7 @@ first, so the model, config and processor must all come from the folder's remote
 import json
 import sys
 
-for name in ("modeling_matryoshka_llava", "processing", "conversion", "model_cards", "training", "evaluation", "demo"):
+for name in ("modeling_matryoshka_llava", "matryoshka_llava"):
     sys.modules[name] = None  # `import name` now raises ImportError
 sys.path = [entry for entry in sys.path if entry not in ("", ".")]
 

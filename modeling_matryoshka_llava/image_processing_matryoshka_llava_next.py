@@ -14,7 +14,14 @@ import numpy as np
 from PIL import Image
 
 from .anyres_layout import LLAVA_NEXT_GRID_PINPOINTS, anyres_num_image_tokens, check_grid_pinpoints, select_crop_grid
-from .image_processing_matryoshka_llava import CLIP_MEAN, CLIP_STD, flatten_images, load_image
+from .image_processing_matryoshka_llava import (
+    CLIP_MEAN,
+    CLIP_STD,
+    crop_and_normalize,
+    flatten_images,
+    load_image,
+    shortest_edge,
+)
 from .transformers_imports import BaseImageProcessor, BatchFeature
 
 
@@ -76,21 +83,6 @@ class MatryoshkaLlavaNextImageProcessor(BaseImageProcessor):
             return self.image_grid_pinpoints
         return check_grid_pinpoints(image_grid_pinpoints, self.crop_side)
 
-    def _normalise(self, image: Image.Image) -> np.ndarray:
-        """Resize the shortest edge, centre-crop, rescale, normalise (resize and crop are no-ops at the crop size)."""
-        shortest = self.size["shortest_edge"] if "shortest_edge" in self.size else min(self.size.values())
-        if min(image.width, image.height) != shortest:
-            scale = shortest / min(image.width, image.height)
-            resized = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-            image = image.resize(resized, self.resample)
-        crop = self.crop_side
-        left, top = (image.width - crop) // 2, (image.height - crop) // 2
-        if (image.width, image.height) != (crop, crop):
-            image = image.crop((left, top, left + crop, top + crop))
-        array = np.asarray(image, dtype=np.float32) * self.rescale_factor
-        array = (array - np.asarray(self.image_mean, dtype=np.float32)) / np.asarray(self.image_std, dtype=np.float32)
-        return array.transpose(2, 0, 1)
-
     def preprocess_one(self, image: Image.Image, pinpoints: list[list[int]]) -> tuple[np.ndarray, tuple[int, int]]:
         """One RGB PIL image -> ((1 + rows * columns, 3, crop, crop) float32 crops, (rows, columns))."""
         crop = self.crop_side
@@ -107,14 +99,20 @@ class MatryoshkaLlavaNextImageProcessor(BaseImageProcessor):
             image.resize((new_width, new_height), resample=self.resample),
             ((best_width - new_width) // 2, (best_height - new_height) // 2),
         )
-        shortest = self.size["shortest_edge"] if "shortest_edge" in self.size else min(self.size.values())
+        shortest = shortest_edge(self.size)
         crops = [image.resize((shortest, shortest), resample=self.resample)]
         crops += [
             canvas.crop((column * crop, row * crop, (column + 1) * crop, (row + 1) * crop))
             for row in range(rows)
             for column in range(columns)
         ]
-        return np.stack([self._normalise(crop_image) for crop_image in crops]), (rows, columns)
+        square_crop = {"height": crop, "width": crop}
+        normalized = [
+            crop_and_normalize(crop_image, self.size, square_crop, self.resample, self.rescale_factor,
+                               self.image_mean, self.image_std)
+            for crop_image in crops
+        ]
+        return np.stack(normalized), (rows, columns)
 
     def __call__(self, images, image_grid_pinpoints=None, return_tensors=None, **kwargs) -> BatchFeature:
         return self.preprocess(images, image_grid_pinpoints=image_grid_pinpoints, return_tensors=return_tensors)

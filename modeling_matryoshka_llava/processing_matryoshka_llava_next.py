@@ -8,16 +8,14 @@ count the model produces (`num_image_tokens`).
 Part of the remote-code bundle: imports only transformers and its dependencies.
 """
 
-import math
 import re
-from numbers import Integral
-
 
 from .anyres_layout import anyres_num_image_tokens
 from .image_processing_matryoshka_llava import flatten_images
 from .processing_matryoshka_llava import MatryoshkaLlavaProcessor
 from .transformers_imports import BatchFeature
 from .video_collage import DEFAULT_NUM_FRAMES, check_num_frames, collage_grid, split_videos, video_to_collage
+from .visual_token_counts import POSITIVE_SQUARES
 
 
 class MatryoshkaLlavaNextProcessor(MatryoshkaLlavaProcessor):
@@ -43,12 +41,19 @@ class MatryoshkaLlavaNextProcessor(MatryoshkaLlavaProcessor):
         video_token: str = "<video>",
         num_frames: int = DEFAULT_NUM_FRAMES,
         video_grid: list[int] | None = None,
+        valid_num_visual_tokens: list[int] | None = None,
         **kwargs,
     ):
         self.video_token = video_token
         self.num_frames = check_num_frames(num_frames)
         self.video_grid = list(collage_grid(self.num_frames, video_grid)) if video_grid is not None else None
-        super().__init__(image_processor, tokenizer, chat_template=chat_template, image_token=image_token)
+        super().__init__(
+            image_processor, tokenizer, chat_template=chat_template, image_token=image_token,
+            valid_num_visual_tokens=valid_num_visual_tokens,
+        )
+
+    # Counts are tokens per crop: without the model's scales, any positive square.
+    unknown_model_counts = POSITIVE_SQUARES
 
     @property
     def model_input_names(self) -> list[str]:
@@ -101,7 +106,7 @@ class MatryoshkaLlavaNextProcessor(MatryoshkaLlavaProcessor):
         if visuals:
             data.update(self.image_processor(visuals, image_grid_pinpoints=image_grid_pinpoints))
         if num_visual_tokens is not None and texts:
-            counts = self._counts_per_image(num_visual_tokens, len(visuals))
+            counts = self.counts_per_image(num_visual_tokens, len(visuals))
             tokens = [
                 anyres_num_image_tokens(tuple(size), tuple(grid), count)
                 for size, grid, count in zip(data["image_sizes"].tolist(), data["image_grid_shapes"].tolist(), counts)
@@ -135,27 +140,10 @@ class MatryoshkaLlavaNextProcessor(MatryoshkaLlavaProcessor):
         image_iter, video_iter = iter(images), iter(collages)
         return [next(video_iter) if is_video else next(image_iter) for is_video in kinds]
 
-    @staticmethod
-    def _counts_per_image(num_visual_tokens, num_images: int) -> list[int]:
-        if isinstance(num_visual_tokens, (list, tuple)):
-            counts = list(num_visual_tokens)
-        else:
-            counts = [num_visual_tokens] * num_images
-        if len(counts) != num_images:
-            raise ValueError(f"num_visual_tokens has {len(counts)} values for {num_images} images and videos.")
-        for count in counts:
-            is_count = not isinstance(count, bool) and isinstance(count, Integral) and count >= 1
-            if not is_count or math.isqrt(count) ** 2 != count:
-                raise ValueError(
-                    f"num_visual_tokens={count!r} is not a positive square: LLaVA-NeXT tokens per crop tile a "
-                    "sqrt(k) x sqrt(k) grid. The model lists its valid values in `config.valid_num_visual_tokens`."
-                )
-        return [int(count) for count in counts]
-
     def num_image_tokens(self, image_size, num_visual_tokens: int, image_grid_pinpoints=None) -> int:
         """Visual tokens an image of (height, width) becomes at `num_visual_tokens` per crop: what the model
         produces for it (see `anyres_layout`). `image_grid_pinpoints` defaults to the image processor's."""
-        count = self._counts_per_image(num_visual_tokens, 1)[0]
+        count = self.counts_per_image(num_visual_tokens, 1)[0]
         return self.image_processor.num_image_tokens(tuple(image_size), count, image_grid_pinpoints)
 
 

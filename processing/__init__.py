@@ -1,7 +1,8 @@
-"""Processing for Matryoshka LLaVA models: images, videos, the chat template and the processors.
+"""Processing for Matryoshka LLaVA models: images and text in, model inputs out.
 
-The processors and image processors travel with every checkpoint, so they live in the remote-code bundle
-(`modeling_matryoshka_llava`); this package re-exports them next to the tools that never travel.
+The processors, image processors, chat template and video collage travel with every checkpoint, so they live in
+the remote-code bundle (`modeling_matryoshka_llava`); they are re-exported here next to what never travels:
+`chat_prompt`, the one place the package's tools turn a question and its images into a prompt.
 """
 
 from modeling_matryoshka_llava.anyres_layout import (
@@ -16,6 +17,8 @@ from modeling_matryoshka_llava.processing_matryoshka_llava import MatryoshkaLlav
 from modeling_matryoshka_llava.processing_matryoshka_llava_next import MatryoshkaLlavaNextProcessor
 from modeling_matryoshka_llava.video_collage import read_video_frames, video_to_collage
 
+from .prompts import chat_prompt
+
 __all__ = [
     "LLAVA_NEXT_GRID_PINPOINTS",
     "VICUNA_V1_CHAT_TEMPLATE",
@@ -26,6 +29,7 @@ __all__ = [
     "MatryoshkaLlavaProcessor",
     "anyres_grid_pinpoints",
     "anyres_num_image_tokens",
+    "chat_prompt",
     "load_image",
     "read_video_frames",
     "video_to_collage",

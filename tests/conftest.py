@@ -4,11 +4,14 @@ import sys
 # Tests never reach the Hub; code that would download must fail fast instead of hanging on the network.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-sys.path.insert(0, os.path.dirname(__file__))
+# Test helpers (tiny models, fixtures, scripts run in clean interpreters) live in tests/helpers.
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "helpers"))
 
 import pytest
 import torch
 from tiny_models import random_images, tiny_m3, tiny_mqt, tiny_processor
+
+from matryoshka_llava.processing import chat_prompt
 
 torch.set_num_threads(2)
 
@@ -31,11 +34,6 @@ def mqt_model():
 @pytest.fixture(params=["m3", "mqt"])
 def model(request, m3_model, mqt_model):
     return m3_model if request.param == "m3" else mqt_model
-
-
-def chat_prompt(processor, question: str, num_images: int = 1) -> str:
-    content = [{"type": "image"}] * num_images + [{"type": "text", "text": question}]
-    return processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True)
 
 
 @pytest.fixture

@@ -5,8 +5,8 @@ import json
 
 import torch
 
-from evaluation.bench import bench_inputs, build_bench_models, run_speed_benchmark
-from matryoshka_llava_cli import main
+from matryoshka_llava.evaluation.bench import bench_inputs, build_bench_models, run_speed_benchmark
+from matryoshka_llava.cli import main
 
 
 def test_benchmarked_models_share_weights_and_agree_at_the_full_grid(m3_model, mqt_model):

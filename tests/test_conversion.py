@@ -15,14 +15,14 @@ from original_llava_reference import IMAGE_TOKEN_INDEX, ReferenceLlava, load_raw
 from safetensors import safe_open
 from transformers import AutoTokenizer, LlavaForConditionalGeneration
 
-from conversion import ConversionError, convert_checkpoint, detect_source_format
-from conversion.checkpoint_weights import CheckpointWeights
-from conversion.embedding_rows import EmbeddingRowSampler
-from matryoshka_llava_cli import main as cli_main
+from matryoshka_llava.conversion import ConversionError, convert_checkpoint, detect_source_format
+from matryoshka_llava.conversion.checkpoint_weights import CheckpointWeights
+from matryoshka_llava.conversion.embedding_rows import EmbeddingRowSampler
+from matryoshka_llava.cli import main as cli_main
 
 pytest_plugins = ["conversion_fixtures"]  # tiny sources of every format, converted once per session
 
-CHECK_SCRIPT = Path(__file__).with_name("converted_logits_check.py")
+CHECK_SCRIPT = Path(__file__).parent / "helpers" / "converted_logits_check.py"
 REMOTE_PYTHON = os.environ.get("MATRYOSHKA_REMOTE_CODE_PYTHON", sys.executable)
 SOURCE_VOCAB = 300  # rows of the original-format tiny checkpoints (len of their Vicuna-style tokenizer)
 COUNTS = {"m3": [576, 36, 1], "mqt": [256, 5, 1]}
@@ -147,7 +147,7 @@ def test_released_mqt_defaults_to_all_queries_and_fresh_projectors_are_marked_un
 
 
 def test_input_shards_are_streamed_one_at_a_time(sources, tmp_path, monkeypatch):
-    import conversion.safetensors_writer as writer
+    import matryoshka_llava.conversion.safetensors_writer as writer
 
     opened, open_now, most_open = [], set(), [0]
     real_open = writer.open_shard

@@ -7,7 +7,7 @@ import torch
 from original_checkpoints import write_clip_checkpoint, write_llava_hf_checkpoint, write_original_checkpoint
 from safetensors.torch import load_file, save_file
 
-from conversion import ConversionError, VerificationError, convert_checkpoint
+from matryoshka_llava.conversion import ConversionError, VerificationError, convert_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +107,7 @@ def test_unexpected_tensors_are_listed(llava, clip, tmp_path):
 
 @pytest.mark.parametrize("interruption", [RuntimeError("disk full"), KeyboardInterrupt()])
 def test_interrupted_run_leaves_no_output(llava, clip, tmp_path, monkeypatch, interruption):
-    import conversion.safetensors_writer as writer
+    import matryoshka_llava.conversion.safetensors_writer as writer
 
     written = []
     real_write = writer.write_tensor_bytes
@@ -133,7 +133,7 @@ def test_existing_output_needs_force_and_is_replaced_only_when_complete(llava, c
         convert(llava, out, clip=clip)
     assert (out / "keep.txt").read_text() == "old"
 
-    import conversion.safetensors_writer as writer
+    import matryoshka_llava.conversion.safetensors_writer as writer
 
     def fail(*args):
         raise RuntimeError("interrupted")
@@ -157,7 +157,7 @@ def test_output_inside_or_equal_to_the_source_is_refused(llava, clip):
 
 
 def test_failed_verification_leaves_no_output(llava, clip, tmp_path, monkeypatch):
-    from conversion.conversion_plan import PlannedTensor
+    from matryoshka_llava.conversion.conversion_plan import PlannedTensor
 
     real_produce = PlannedTensor.produce
 

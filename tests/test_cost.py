@@ -5,9 +5,9 @@ import json
 import pytest
 import torch
 
-from evaluation.architectures import llava_15_7b, llava_next_7b
-from evaluation.cost import PeakMemoryTracker, llava_next_visual_tokens, prefill_cost
-from matryoshka_llava_cli import main
+from matryoshka_llava.evaluation.architectures import llava_15_7b, llava_next_7b
+from matryoshka_llava.evaluation.cost import PeakMemoryTracker, llava_next_visual_tokens, prefill_cost
+from matryoshka_llava.cli import main
 
 TEXT_TOKENS = 7
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from demo.shapes_benchmark import (
+from matryoshka_llava.demo.shapes_benchmark import (
     BACKGROUNDS,
     FAMILIES,
     GLYPHS,
@@ -18,7 +18,7 @@ from demo.shapes_benchmark import (
     sample_scene,
     vocabulary,
 )
-from demo.tiny_architecture import build_tiny_processor
+from matryoshka_llava.demo.tiny_architecture import build_tiny_processor
 
 SMALL = {"train": 24, "validation": 8, "test": 8}
 
@@ -96,11 +96,11 @@ def test_tiny_processor_gives_one_placeholder_and_known_words():
 
 
 def test_training_recipe_end_to_end_and_resume(tmp_path, capsys):
-    """Every stage of `python -m demo.train_tiny_models` at a few steps on a small benchmark; a rerun in the same
+    """Every stage of `python -m matryoshka_llava.demo.train_tiny_models` at a few steps on a small benchmark; a rerun in the same
     work folder reuses the finished stages and writes the same models."""
     from transformers import AutoConfig
 
-    from demo.train_tiny_models import train_all
+    from matryoshka_llava.demo.train_tiny_models import train_all
 
     torch.set_num_threads(1)
     sizes = {"train": 16, "validation": 4, "test": 4}
@@ -121,14 +121,14 @@ def test_training_recipe_end_to_end_and_resume(tmp_path, capsys):
         assert all(torch.equal(state[key], reloaded[key]) for key in state)
 
     # The last step of the command: each model's card with its measured test-split results.
-    from demo.cards import write_demo_cards
+    from matryoshka_llava.demo.cards import write_demo_cards
 
     results = write_demo_cards(tmp_path / "models", num_items=4)
     for name, counts in {"m3": [1, 9, 36, 144, 576], "mqt": [1, 9, 36, 144, 256], "llava": [1, 9, 36, 144, 576]}.items():
         card = (tmp_path / "models" / name / "README.md").read_text()
         assert [row["num_visual_tokens"] for row in results[name]["per_k"]] == counts
         assert "shapes-benchmark" in card and "license: apache-2.0" in card
-        assert "demo.train_tiny_models" in card
+        assert "matryoshka_llava.demo.train_tiny_models" in card
         stored = sorted(path.name for path in (tmp_path / "models" / name / "evaluation").glob("*.json"))
         assert stored == ["cost.json", f"shapes-benchmark-test{'-average_pooling' if name == 'llava' else ''}.json"]
         assert "GFLOPs" in card
@@ -140,7 +140,7 @@ def test_training_recipe_end_to_end_and_resume(tmp_path, capsys):
 
 
 def test_target_summary_checks_each_target_against_the_results():
-    from demo.cards import target_summary
+    from matryoshka_llava.demo.cards import target_summary
 
     def results(per_family_by_count):
         return {"metric": "exact_match", "per_k": [
@@ -161,7 +161,7 @@ def test_target_summary_checks_each_target_against_the_results():
 
 
 def test_demo_runs_the_shipped_models(tmp_path, capsys):
-    from demo.run_demo import MODELS_DIR, load_demo_model, run_demo
+    from matryoshka_llava.demo.run_demo import MODELS_DIR, load_demo_model, run_demo
 
     for name in ("m3", "mqt"):
         model, processor = load_demo_model(name)
@@ -185,7 +185,7 @@ def test_shipped_remote_code_is_the_packages_current_code():
     a change to the package must reach them, or users of the folders run stale code."""
     from pathlib import Path
 
-    from demo.run_demo import MODELS_DIR
+    from matryoshka_llava.demo.run_demo import MODELS_DIR
 
     root = Path(__file__).resolve().parents[1]
     stale = []
@@ -194,5 +194,5 @@ def test_shipped_remote_code_is_the_packages_current_code():
         if not source.exists() or copy.read_bytes() != source.read_bytes():
             stale.append(str(copy.relative_to(root)))
     assert not stale, (
-        f"{stale} differ from the package: run `python -m demo.refresh_shipped_code` (weights unchanged)"
+        f"{stale} differ from the package: run `python -m matryoshka_llava.demo.refresh_shipped_code` (weights unchanged)"
     )

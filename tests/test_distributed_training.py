@@ -11,7 +11,7 @@ import torch
 from instruction_data import write_colour_dataset
 from tiny_models import tiny_m3
 
-SCRIPT = Path(__file__).with_name("distributed_train_check.py")
+SCRIPT = Path(__file__).parent / "helpers" / "distributed_train_check.py"
 # Both runs see all four records in their single step; only summation order differs (fp32).
 WEIGHT_TOLERANCE = 1e-6
 

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from evaluation import PRESETS, build_items, column_mapping, load_eval_dataset
-from evaluation.data import apply_filters, parse_column_overrides
+from matryoshka_llava.evaluation import PRESETS, build_items, column_mapping, load_eval_dataset
+from matryoshka_llava.evaluation.data import apply_filters, parse_column_overrides
 
 FIXTURES = Path(__file__).parent / "fixtures" / "eval"
 
@@ -60,7 +60,7 @@ def test_layout_details():
 def test_column_mapping_of_a_local_jsonl_with_relative_image_paths_and_categories():
     source = FIXTURES / "local" / "items.jsonl"
     columns = {"image": "picture", "question": "prompt", "answer": "answers", "category": "family", "id": "uid"}
-    from evaluation.data import default_image_root
+    from matryoshka_llava.evaluation.data import default_image_root
 
     items = build_items(load_eval_dataset(source), "exact_match", column_mapping(None, columns),
                         image_root=default_image_root(source))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from matryoshka_llava_cli import main
+from matryoshka_llava.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 POPE = Path(__file__).parent / "fixtures" / "eval" / "pope.parquet"
@@ -44,7 +44,7 @@ def test_two_processes_give_the_results_of_one(model_folder, tmp_path, capsys):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     # Batches of 2 of the 6 items: rank 0 gets batches 0 and 2, rank 1 batch 1.
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "evaluation.cli", *eval_args(model_folder, parallel)]
+               "-m", "matryoshka_llava.evaluation.cli", *eval_args(model_folder, parallel)]
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.count("| visual tokens |") == 1  # only the main process reports

@@ -5,7 +5,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 import pytest
-from conftest import chat_prompt
+from matryoshka_llava.processing import chat_prompt
 
 lmms_eval = pytest.importorskip("lmms_eval", reason="lmms-eval is not installed (pip install 'matryoshka-llava[lmms-eval]')")
 

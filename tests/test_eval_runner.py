@@ -5,11 +5,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import chat_prompt
+from matryoshka_llava.processing import chat_prompt
 from tiny_models import llava_with_weights_of, random_images
 
-from evaluation import EvalItem, default_num_visual_tokens, evaluate, load_model_for_eval, write_outputs
-from evaluation.runner import generate_batch
+from matryoshka_llava.evaluation import EvalItem, evaluate, load_model_for_eval, write_outputs
+from modeling_matryoshka_llava.visual_token_counts import comparison_counts
+from matryoshka_llava.evaluation.runner import generate_batch
 
 FIXTURES = Path(__file__).parent / "fixtures" / "eval"
 MAX_NEW = 4
@@ -125,8 +126,8 @@ def test_an_interrupted_run_resumes_and_loses_nothing(m3_model, processor, tmp_p
 
 
 def test_default_counts_and_invalid_counts(m3_model, mqt_model, processor):
-    assert default_num_visual_tokens(m3_model.config) == [1, 9, 36, 144, 576]
-    assert default_num_visual_tokens(mqt_model.config) == [2, 4, 8, 16]
+    assert comparison_counts(m3_model.config) == [1, 9, 36, 144, 576]
+    assert comparison_counts(mqt_model.config) == [2, 4, 8, 16]
     with pytest.raises(ValueError, match=r"num_visual_tokens\[0\]=100 is not valid"):
         evaluate(m3_model, processor, image_items(1), "exact_match", [100], progress=False)
     with pytest.raises(ValueError, match="task type"):
@@ -179,7 +180,7 @@ def test_training_free_baselines_on_a_plain_llava(m3_model, mqt_model, processor
 def test_a_transformers_llava_processor_becomes_a_matryoshka_one(m3_model, processor, tmp_path):
     from transformers import CLIPImageProcessor, LlavaProcessor
 
-    from evaluation import load_processor_for_eval
+    from matryoshka_llava.evaluation import load_processor_for_eval
     from modeling_matryoshka_llava import MatryoshkaLlavaProcessor
 
     folder = tmp_path / "llava-hf"

@@ -2,9 +2,9 @@
 
 import pytest
 
-from evaluation import EvalItem, get_task, oracle
-from evaluation.answer_normalization import normalize_vqa_answer, vqa_accuracy
-from evaluation.tasks import extract_option_letter, parse_yes_no
+from matryoshka_llava.evaluation import EvalItem, get_task, oracle
+from matryoshka_llava.evaluation.answer_normalization import normalize_vqa_answer, vqa_accuracy
+from matryoshka_llava.evaluation.tasks import extract_option_letter, parse_yes_no
 
 
 @pytest.mark.parametrize(

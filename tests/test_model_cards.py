@@ -7,8 +7,8 @@ import pytest
 from card_results import write_cost_table, write_eval_results
 from huggingface_hub import ModelCard
 
-from matryoshka_llava_cli import main as cli_main
-from model_cards import (
+from matryoshka_llava.cli import main as cli_main
+from matryoshka_llava.model_cards import (
     CardInputs,
     ModelCardError,
     card_inputs_for_folder,
@@ -22,7 +22,7 @@ from model_cards import (
 pytest_plugins = ["conversion_fixtures"]  # tiny sources of every format, converted once per session
 
 CHAT_TEMPLATE = "{{ messages[0]['content'] }} ASSISTANT:"
-KIND_COUNTS = {"m3-llava": [1, 9, 36, 144, 576], "m3-llava-next": [1, 9, 36, 144, 576], "mqt-llava": [1, 256]}
+KIND_COUNTS = {"m3-llava": [1, 9, 36, 144, 576], "m3-llava-next": [1, 9, 36, 144, 576], "mqt-llava": range(1, 257)}
 
 
 def complete_inputs(kind: str, **fields) -> CardInputs:
@@ -189,13 +189,13 @@ def test_cards_are_filled_from_what_the_eval_and_cost_commands_write(m3_model, p
 
     from PIL import Image
 
-    import evaluation.report
-    from evaluation import evaluate, write_outputs
-    from evaluation.cost import prefill_cost
-    from model_cards.rendering import format_number
+    import matryoshka_llava.evaluation.report as report
+    from matryoshka_llava.evaluation import evaluate, write_outputs
+    from matryoshka_llava.evaluation.cost import prefill_cost
+    from matryoshka_llava.model_cards.rendering import format_number
 
     # The plot file itself is matplotlib's business (slow to import); its name and place are write_outputs'.
-    monkeypatch.setattr(evaluation.report, "plot_tradeoff", lambda results, path, **kwargs: Image.new("RGB", (4, 4)).save(path))
+    monkeypatch.setattr(report, "plot_tradeoff", lambda results, path, **kwargs: Image.new("RGB", (4, 4)).save(path))
     pope = Path(__file__).parent / "fixtures" / "eval" / "pope.parquet"
     results = evaluate(m3_model, processor, str(pope), preset="pope", num_visual_tokens=[1, 9], batch_size=6,
                        max_new_tokens=2, progress=False)

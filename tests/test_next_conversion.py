@@ -31,11 +31,11 @@ from PIL import Image
 from safetensors import safe_open
 from transformers import AutoTokenizer, LlavaNextForConditionalGeneration
 
-from conversion import ConversionError, convert_checkpoint, detect_source_format
-from conversion.checkpoint_weights import CheckpointWeights
-from matryoshka_llava_cli import main as cli_main
+from matryoshka_llava.conversion import ConversionError, convert_checkpoint, detect_source_format
+from matryoshka_llava.conversion.checkpoint_weights import CheckpointWeights
+from matryoshka_llava.cli import main as cli_main
 
-CHECK_SCRIPT = Path(__file__).with_name("converted_next_logits_check.py")
+CHECK_SCRIPT = Path(__file__).parent / "helpers" / "converted_next_logits_check.py"
 REMOTE_PYTHON = os.environ.get("MATRYOSHKA_REMOTE_CODE_PYTHON", sys.executable)
 SOURCE_FORMATS = {"llava_hf_next": "llava-hf-next", "llava_hf_next_legacy": "llava-hf-next", "m3_next": "m3-next"}
 # (height, width) -> counts checked: wide and tall, neither the aspect ratio of a pinpoint, so un-padding removes
@@ -133,7 +133,7 @@ def test_tokens_newline_dtype_and_chat_template(sources, converted):
     newline = CheckpointWeights(sources["m3_next"]).load(["model.image_newline"])["model.image_newline"]
     assert newline.dtype == torch.float16 and torch.equal(stored(release, "model.image_newline"), newline)
     assert stored(converted["llava_hf_next_legacy"].output, "model.image_newline").dtype == torch.bfloat16
-    # llava-hf LLaVA-NeXT keeps the chat template it ships; the original format gets vicuna_v1 (SPEC 5).
+    # llava-hf LLaVA-NeXT keeps the chat template it ships; the original format gets vicuna_v1.
     assert (converted["llava_hf_next"].output / "chat_template.jinja").read_text() == LLAVA_HF_CHAT_TEMPLATE
     assert (release / "chat_template.jinja").read_text().startswith("{%- macro render")
 

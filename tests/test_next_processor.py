@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import chat_prompt
+from matryoshka_llava.processing import chat_prompt
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -12,7 +12,7 @@ from tiny_next_models import CROP, LONGER_PINPOINTS, NEXT_PINPOINTS, tiny_m3_nex
 
 from modeling_matryoshka_llava.image_placeholders import find_image_runs
 from modeling_matryoshka_llava.anyres_layout import AnyresImageLayout
-from processing import MatryoshkaLlavaNextImageProcessor, anyres_grid_pinpoints, anyres_num_image_tokens
+from matryoshka_llava.processing import MatryoshkaLlavaNextImageProcessor, anyres_grid_pinpoints, anyres_num_image_tokens
 from modeling_matryoshka_llava.anyres_layout import select_crop_grid
 
 SCALES = [1, 9, 36, 144, 576]
@@ -133,9 +133,9 @@ def test_invalid_inputs_raise_clear_errors(next_processor, tmp_path):
     image = Image.new("RGB", (30, 20))
     prompt = "USER: <image>\nHi ASSISTANT:"
     for count in (0, 5, True, 2.0):
-        with pytest.raises(ValueError, match="not a positive square"):
+        with pytest.raises(ValueError, match="must be a positive square"):
             next_processor(images=image, text=prompt, num_visual_tokens=count)
-    with pytest.raises(ValueError, match="2 values for 1 images"):
+    with pytest.raises(ValueError, match="2 values but the inputs hold 1 images"):
         next_processor(images=image, text=prompt, num_visual_tokens=[1, 9])
     with pytest.raises(ValueError, match=r"image_grid_pinpoints holds \[48, 50\]"):
         next_processor(images=image, text=prompt, image_grid_pinpoints=[[48, 50]])

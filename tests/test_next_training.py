@@ -8,9 +8,9 @@ from test_trainers import arguments
 from tiny_next_models import tiny_next_kwargs, tiny_next_processor
 
 from modeling_matryoshka_llava import M3LlavaNextConfig, M3LlavaNextForConditionalGeneration
-from processing.data_collation import MatryoshkaLlavaDataCollator
-from training.data import LazyImageDataset, load_instruction_data
-from training.run import build_trainer, image_token_counter
+from matryoshka_llava.training.data_collation import MatryoshkaLlavaDataCollator
+from matryoshka_llava.training.data import LazyImageDataset, load_instruction_data
+from matryoshka_llava.training.run import build_trainer, image_token_counter
 
 # (width, height) of the records' images in turn: crop grids 1x2, 1x3, 3x1 and 2x2 of 48 px crops.
 SIZES = ((40, 32), (120, 30), (30, 110), (60, 60))
@@ -76,7 +76,7 @@ def test_fixed_count_expands_each_image_to_its_own_layout(dataset, processor):
     assert len(set(expected)) > 1
     with torch.no_grad():
         torch.testing.assert_close(model(**expanded).loss, model(**compact, num_visual_tokens=9).loss)
-    with pytest.raises(ValueError, match="num_visual_tokens=8 is not a square"):
+    with pytest.raises(ValueError, match="num_visual_tokens=8 is not valid.*must be a positive square"):
         MatryoshkaLlavaDataCollator(processor.tokenizer.pad_token_id, processor.image_token_id, 8)(examples)
 
 

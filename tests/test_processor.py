@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from processing import VICUNA_V1_SYSTEM_PROMPT, MatryoshkaLlavaImageProcessor
+from matryoshka_llava.processing import VICUNA_V1_SYSTEM_PROMPT, MatryoshkaLlavaImageProcessor
 
 
 def reference_pad_preprocess(image: Image.Image, size: int) -> np.ndarray:
@@ -124,8 +124,31 @@ def test_one_call_serves_every_count_and_expansion_is_optional(processor):
     expanded = processor(images=image, text="USER: <image>\nHi ASSISTANT:", num_visual_tokens=36, return_tensors="pt")
     assert (expanded["input_ids"] == image_id).sum() == 36
     assert expanded["input_ids"].shape[1] == compact["input_ids"].shape[1] + 35
-    with pytest.raises(ValueError, match="not a positive integer"):
+    with pytest.raises(ValueError, match="must be a positive integer"):
         processor(images=image, text="USER: <image>\nHi ASSISTANT:", num_visual_tokens=0)
+
+
+@pytest.mark.parametrize("kind", ["m3", "mqt"])
+def test_a_processor_saved_with_its_models_counts_refuses_what_the_model_refuses(kind, m3_model, mqt_model, processor,
+                                                                                 tmp_path):
+    from transformers import AutoProcessor
+
+    from modeling_matryoshka_llava.visual_token_counts import processor_count_settings
+
+    model = m3_model if kind == "m3" else mqt_model
+    settings = processor_count_settings(model.config)
+    type(processor)(image_processor=processor.image_processor, tokenizer=processor.tokenizer, **settings).save_pretrained(tmp_path)
+    saved = AutoProcessor.from_pretrained(tmp_path)
+    image = Image.new("RGB", (8, 8))
+    text = "USER: <image>\nHi ASSISTANT:"
+    invalid, valid = (100, 144) if kind == "m3" else (17, 16)
+    with pytest.raises(ValueError, match="not valid for this model") as refused_here:
+        saved(images=image, text=text, num_visual_tokens=invalid)
+    inputs = saved(images=image, text=text, num_visual_tokens=valid, return_tensors="pt")
+    assert (inputs["input_ids"] == saved.image_token_id).sum() == valid
+    with pytest.raises(ValueError) as refused_by_model:  # the same words as the model's own check
+        model.model.resolve_num_visual_tokens(invalid, 1)
+    assert str(refused_here.value) == str(refused_by_model.value)
 
 
 def test_chat_template_gives_the_vicuna_v1_prompt(processor):

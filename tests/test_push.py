@@ -10,11 +10,11 @@ import transformers.utils.hub as transformers_hub
 from huggingface_hub import ModelCard, constants
 from tiny_models import tiny_m3, tiny_processor
 
-from matryoshka_llava_cli import main as cli_main
-from model_cards import PushError, card_inputs_for_folder, write_model_card
-from model_cards import push as push_module
-from model_cards.folder_validation import validate_checkpoint_folder
-from model_cards.push import push_checkpoint
+from matryoshka_llava.cli import main as cli_main
+from matryoshka_llava.model_cards import PushError, card_inputs_for_folder, write_model_card
+from matryoshka_llava.model_cards import push as push_module
+from matryoshka_llava.model_cards.folder_validation import validate_checkpoint_folder
+from matryoshka_llava.model_cards.push import push_checkpoint
 
 pytest_plugins = ["conversion_fixtures"]  # tiny sources of every format, converted once per session
 

@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import chat_prompt
+from matryoshka_llava.processing import chat_prompt
 from PIL import Image
 
-CHECK_SCRIPT = Path(__file__).with_name("remote_code_check.py")
+CHECK_SCRIPT = Path(__file__).parent / "helpers" / "remote_code_check.py"
 # CI points this at an interpreter with the oldest supported transformers (and without this package).
 REMOTE_PYTHON = os.environ.get("MATRYOSHKA_REMOTE_CODE_PYTHON", sys.executable)
 ALLOWED_IMPORT_ROOTS = {"torch", "transformers", "numpy", "PIL"} | set(sys.stdlib_module_names)

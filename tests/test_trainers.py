@@ -6,11 +6,11 @@ import torch
 from instruction_data import write_colour_dataset
 from tiny_models import tiny_m3, tiny_mqt, tiny_processor
 
-from processing.data_collation import MatryoshkaLlavaDataCollator
-from training.arguments import MatryoshkaTrainingArguments
-from training.data import LazyImageDataset, load_instruction_data
-from training.run import build_trainer
-from training.trainers import draw_for_step
+from matryoshka_llava.training.data_collation import MatryoshkaLlavaDataCollator
+from matryoshka_llava.training.arguments import MatryoshkaTrainingArguments
+from matryoshka_llava.training.data import LazyImageDataset, load_instruction_data
+from matryoshka_llava.training.run import build_trainer
+from matryoshka_llava.training.trainers import draw_for_step
 
 
 def arguments(tmp_path, **overrides):
@@ -128,7 +128,7 @@ def test_resume_reproduces_the_uninterrupted_loss_curve(tmp_path):
 
 def test_lora_model_trains_only_adapters(tmp_path):
     trainer = trainer_for(tmp_path, "mqt", max_steps=2, freeze_projector=True, model=None)
-    from training.run import add_lora
+    from matryoshka_llava.training.run import add_lora
 
     model = add_lora(tiny_mqt().train(), rank=4)
     trainer = trainer_for(tmp_path / "lora", "mqt", model=model, max_steps=2, freeze_projector=True)

@@ -7,8 +7,8 @@ from instruction_data import write_colour_dataset
 from tiny_models import tiny_mqt, tiny_processor
 from transformers import AutoModelForImageTextToText
 
-from matryoshka_llava_cli import build_parser, main
-from training.cli import split_options
+from matryoshka_llava.cli import build_parser, main
+from matryoshka_llava.training.cli import split_options
 
 RECIPES = sorted((Path(__file__).parents[1] / "recipes").glob("*.yaml"))
 

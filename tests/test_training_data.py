@@ -5,8 +5,8 @@ import json
 import torch
 from tiny_models import tiny_processor
 
-from processing.data_collation import MatryoshkaLlavaDataCollator
-from training.data import LazyImageDataset, load_instruction_data, to_messages, tokenize_conversation
+from matryoshka_llava.training.data_collation import MatryoshkaLlavaDataCollator
+from matryoshka_llava.training.data import LazyImageDataset, load_instruction_data, to_messages, tokenize_conversation
 
 
 def test_two_turn_example_supervises_exactly_the_assistant_tokens(capsys):

@@ -1,4 +1,4 @@
-"""Video as one anyres image (SPEC 3): uniform frame sampling, 3x2 collage, PyAV decoding, placeholders, errors."""
+"""Video as one anyres image (IG-VLM, as the M3 paper evaluates video): uniform frame sampling, 3x2 collage, PyAV decoding, placeholders, errors."""
 
 import numpy as np
 import pytest

@@ -24,7 +24,7 @@ import datasets
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from processing import load_image
+from matryoshka_llava.processing import load_image
 
 IMAGE_TOKEN = "<image>"
 ROLES = {"human": "user", "gpt": "assistant"}

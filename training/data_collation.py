@@ -1,14 +1,13 @@
 """Batching tokenised examples and their images for training and scoring."""
 
-import math
 from collections import Counter
 from dataclasses import dataclass
 
 import torch
 
-from modeling_matryoshka_llava.image_placeholders import expand_image_placeholders, find_image_runs
-
 from modeling_matryoshka_llava.anyres_layout import anyres_num_image_tokens
+from modeling_matryoshka_llava.image_placeholders import expand_image_placeholders, find_image_runs
+from modeling_matryoshka_llava.visual_token_counts import POSITIVE_SQUARES, check_count
 
 # Per-image inputs of LLaVA-NeXT besides the crops: (height, width) of the image and (rows, columns) of its grid.
 IMAGE_LAYOUT_NAMES = ("image_sizes", "image_grid_shapes")
@@ -78,11 +77,7 @@ class MatryoshkaLlavaDataCollator:
     def _tokens_per_image(self, batch: dict, num_runs: int) -> list[int]:
         if "image_grid_shapes" not in batch:
             return [self.num_visual_tokens] * num_runs
-        if math.isqrt(self.num_visual_tokens) ** 2 != self.num_visual_tokens:
-            raise ValueError(
-                f"num_visual_tokens={self.num_visual_tokens} is not a square: LLaVA-NeXT tokens per crop tile a "
-                "sqrt(k) x sqrt(k) grid."
-            )
+        check_count(self.num_visual_tokens, POSITIVE_SQUARES)
         return [
             anyres_num_image_tokens(tuple(size), tuple(grid), self.num_visual_tokens)
             for size, grid in zip(batch["image_sizes"].tolist(), batch["image_grid_shapes"].tolist())

@@ -5,10 +5,11 @@ import logging
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 import modeling_matryoshka_llava  # noqa: F401  (registers the model types with the Auto classes)
-from processing.data_collation import MatryoshkaLlavaDataCollator
+from modeling_matryoshka_llava.visual_token_counts import valid_num_visual_tokens
 
 from .arguments import MatryoshkaTrainingArguments
 from .data import LazyImageDataset, load_instruction_data
+from .data_collation import MatryoshkaLlavaDataCollator
 from .trainers import M3Trainer, MQTTrainer
 
 logger = logging.getLogger(__name__)
@@ -18,7 +19,7 @@ TRAINERS = {"m3": (M3Trainer, ("m3_llava", "m3_llava_next")), "mqt": (MQTTrainer
 
 
 def max_num_visual_tokens(config) -> int:
-    return max(config.valid_num_visual_tokens)
+    return max(valid_num_visual_tokens(config))
 
 
 def image_token_counter(processor, config):

@@ -11,7 +11,19 @@ from collections import Counter, defaultdict
 import torch
 from transformers import Trainer
 
+from modeling_matryoshka_llava.visual_token_counts import resolve_num_visual_tokens, valid_num_visual_tokens
+
 from .arguments import MatryoshkaTrainingArguments
+
+
+def checked_choices(choices: list[int] | None, config) -> list[int] | None:
+    """The counts a run trains at, each checked by the models' own rule (ValueError naming the valid values)."""
+    if choices is None:
+        return None
+    if not choices:
+        raise ValueError("num_visual_tokens_choices is empty: give at least one count.")
+    valid = valid_num_visual_tokens(config)
+    return resolve_num_visual_tokens(list(choices), valid, len(choices), config.num_visual_tokens)
 
 
 def draw_for_step(choices, seed: int, step: int) -> int:
@@ -108,7 +120,9 @@ class M3Trainer(MatryoshkaTrainer):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.scales = list(self.args.num_visual_tokens_choices or self.model_config.matryoshka_scales)
+        self.scales = checked_choices(self.args.num_visual_tokens_choices, self.model_config) or list(
+            valid_num_visual_tokens(self.model_config)
+        )
 
     def counts_for_step(self, training: bool) -> int | list[int]:
         if training and self.args.random_scale_per_step:
@@ -123,10 +137,10 @@ class MQTTrainer(MatryoshkaTrainer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         num_queries = self.model_config.num_queries
-        self.choices = list(self.args.num_visual_tokens_choices or range(2, num_queries + 1, 2))
-        invalid = [count for count in self.choices if count not in self.model_config.valid_num_visual_tokens]
-        if invalid:
-            raise ValueError(f"num_visual_tokens_choices {invalid} are outside 1..{num_queries}.")
+        # The paper's stage 2: m uniform over the even numbers 2..M.
+        self.choices = checked_choices(self.args.num_visual_tokens_choices, self.model_config) or list(
+            range(2, num_queries + 1, 2)
+        )
 
     def counts_for_step(self, training: bool) -> int:
         if not training:

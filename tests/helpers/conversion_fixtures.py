@@ -34,7 +34,7 @@ def sources(tmp_path_factory):
 @pytest.fixture(scope="session")
 def converted(sources, tmp_path_factory):
     """(source, target) -> ConversionResult of a verified conversion; small shards so outputs are sharded too."""
-    from conversion import convert_checkpoint
+    from matryoshka_llava.conversion import convert_checkpoint
 
     root = tmp_path_factory.mktemp("converted")
     results = {}

@@ -8,7 +8,7 @@ This package's modules are made unimportable first, so everything comes from eac
 import json
 import sys
 
-for name in ("modeling_matryoshka_llava", "processing", "conversion", "model_cards"):
+for name in ("modeling_matryoshka_llava", "matryoshka_llava"):
     sys.modules[name] = None  # `import name` now raises ImportError
 sys.path = [entry for entry in sys.path if entry not in ("", ".")]
 

@@ -9,7 +9,7 @@ everything comes from each folder's remote code.
 import json
 import sys
 
-for name in ("modeling_matryoshka_llava", "processing", "conversion", "model_cards"):
+for name in ("modeling_matryoshka_llava", "matryoshka_llava"):
     sys.modules[name] = None  # `import name` now raises ImportError
 sys.path = [entry for entry in sys.path if entry not in ("", ".")]
 

@@ -5,6 +5,7 @@ Trains M3 for one step and MQT for three; writes the final weights (rank 0) and 
 per step, per method.
 """
 
+import gc
 import json
 import os
 import sys
@@ -15,8 +16,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 from tiny_models import tiny_m3, tiny_mqt, tiny_processor
 
-from training.arguments import MatryoshkaTrainingArguments
-from training.run import build_trainer
+from matryoshka_llava.training.arguments import MatryoshkaTrainingArguments
+from matryoshka_llava.training.run import build_trainer
 
 
 def train(data_dir: str, out_dir: str, method: str, per_device_batch: int, steps: int) -> None:
@@ -52,3 +53,8 @@ if __name__ == "__main__":
     torch.set_num_threads(1)
     for method, steps in (("m3", 1), ("mqt", 3)):
         train(sys.argv[1], sys.argv[2], method, int(sys.argv[3]), steps)
+    # As `matryoshka-llava train` does: leave the gloo group and free the trainers while the interpreter is alive
+    # (a gloo thread woken during interpreter shutdown aborts the process).
+    if torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    gc.collect()

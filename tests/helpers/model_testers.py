@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
-from conftest import chat_prompt
+from matryoshka_llava.processing import chat_prompt
 from tiny_models import random_images, tiny_llava_kwargs, tiny_m3, tiny_mqt, tiny_processor
 from tiny_next_models import tiny_m3_next, tiny_next_kwargs, tiny_next_processor
 from transformers import LlavaConfig, LlavaForConditionalGeneration, LlavaNextConfig, LlavaNextForConditionalGeneration

@@ -1,4 +1,4 @@
-"""Tiny LLaVA-NeXT checkpoints in the formats users convert from, written in code with the real key names (SPEC 5).
+"""Tiny LLaVA-NeXT checkpoints in the formats users convert from, written in code with the real key names of the released checkpoints.
 
 - llava-hf (`LlavaNextForConditionalGeneration`): the llava-hf LLaVA-1.5 keys plus `model.image_newline` (current)
   or `vision_tower.vision_model.*`, `multi_modal_projector.*`, `language_model.model.*`,

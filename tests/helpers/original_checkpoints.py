@@ -1,4 +1,4 @@
-"""Tiny checkpoints in the four formats users convert from, written in code with the real key names (SPEC 4-5).
+"""Tiny checkpoints in the four formats users convert from, written in code with the real key names of the released checkpoints.
 
 - llava-hf: `model.vision_tower.vision_model.*`, `model.multi_modal_projector.linear_{1,2}.*`,
   `model.language_model.*`, `lm_head.weight` (current) or `vision_tower.vision_model.*`, `multi_modal_projector.*`,

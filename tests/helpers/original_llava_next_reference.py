@@ -21,6 +21,8 @@ from original_llava_reference import IMAGE_TOKEN_INDEX, ReferenceLlava, load_raw
 from PIL import Image
 from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
 
+from matryoshka_llava.conversion.original_anyres import original_unpad
+
 
 def select_best_resolution(original_size, possible_resolutions):
     """llava/mm_utils.py: sizes and resolutions as (width, height)."""
@@ -58,19 +60,6 @@ def divide_to_patches(image: Image.Image, patch_size: int) -> list[Image.Image]:
             for i in range(0, height, patch_size) for j in range(0, width, patch_size)]
 
 
-def unpad_image(tensor: torch.Tensor, original_size) -> torch.Tensor:
-    """llava_arch.py: original_size is (width, height)."""
-    original_width, original_height = original_size
-    current_height, current_width = tensor.shape[1:]
-    if original_width / original_height > current_width / current_height:
-        new_height = int(original_height * (current_width / original_width))
-        padding = (current_height - new_height) // 2
-        return tensor[:, padding : current_height - padding, :]
-    new_width = int(original_width * (current_height / original_height))
-    padding = (current_width - new_width) // 2
-    return tensor[:, :, padding : current_width - padding]
-
-
 def clip_preprocess(image: Image.Image, mean, std) -> torch.Tensor:
     """CLIPImageProcessor on an image already at the crop size: rescale and normalise only."""
     array = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
@@ -103,7 +92,7 @@ class ReferenceLlavaNext(ReferenceLlava):
         num_patch_width, num_patch_height = best_width // self.crop_size, best_height // self.crop_size
         grid = grid.view(num_patch_height, num_patch_width, height, width, -1)
         grid = grid.permute(4, 0, 2, 1, 3).contiguous().flatten(1, 2).flatten(2, 3)
-        grid = unpad_image(grid, image.size)
+        grid = original_unpad(grid, image.size[::-1])  # llava_arch's unpad_image, (width, height) there
         grid = torch.cat((grid, self.image_newline[:, None, None].expand(*grid.shape[:-1], 1)), dim=-1)
         return torch.cat((base, grid.flatten(1, 2).transpose(0, 1)), dim=0)
 
@@ -147,7 +136,7 @@ def llava_hf_next_reference_logits(llava_next, image_processor, input_ids: list[
     side, cell = math.isqrt(num_visual_tokens), math.isqrt(full) // math.isqrt(num_visual_tokens)
     pooled = projected.reshape(-1, side, cell, side, cell, projected.shape[-1]).mean(dim=(2, 4))  # (crops, s, s, C)
     grid = pooled[1:].reshape(rows, columns, side, side, -1).permute(4, 0, 2, 1, 3).reshape(-1, rows * side, columns * side)
-    grid = unpad_image(grid, (width, height))
+    grid = original_unpad(grid, (height, width))
     newline = llava_next.model.image_newline
     grid = torch.cat((grid, newline[:, None, None].expand(*grid.shape[:-1], 1)), dim=-1).flatten(1, 2).transpose(0, 1)
     image_tokens = torch.cat((pooled[0].reshape(side * side, -1), grid))

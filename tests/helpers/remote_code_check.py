@@ -7,7 +7,7 @@ made unimportable first, so everything must come from the folder's remote code. 
 import json
 import sys
 
-for name in ("modeling_matryoshka_llava", "processing", "conversion", "model_cards"):
+for name in ("modeling_matryoshka_llava", "matryoshka_llava"):
     sys.modules[name] = None  # `import name` now raises ImportError
 sys.path = [entry for entry in sys.path if entry not in ("", ".")]
 

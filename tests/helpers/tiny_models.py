@@ -11,8 +11,8 @@ from modeling_matryoshka_llava import (
     MQTLlavaConfig,
     MQTLlavaForConditionalGeneration,
 )
-from processing import VICUNA_V1_SYSTEM_PROMPT
-from processing.tokenizer_building import build_byte_level_tokenizer
+from matryoshka_llava.processing import VICUNA_V1_SYSTEM_PROMPT
+from matryoshka_llava.demo.tokenizer_building import build_byte_level_tokenizer
 
 IMAGE_SIZE = 48
 CORPUS = [

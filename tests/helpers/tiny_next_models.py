@@ -11,7 +11,7 @@ from modeling_matryoshka_llava import (
     MatryoshkaLlavaNextImageProcessor,
     MatryoshkaLlavaNextProcessor,
 )
-from processing import anyres_grid_pinpoints
+from matryoshka_llava.processing import anyres_grid_pinpoints
 
 CROP = IMAGE_SIZE
 NEXT_PINPOINTS = [[CROP * rows, CROP * columns] for rows, columns in ((1, 2), (2, 1), (2, 2), (3, 1), (1, 3))]

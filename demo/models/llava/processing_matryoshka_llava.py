@@ -7,11 +7,12 @@ Part of the remote-code bundle: imports only transformers and its dependencies.
 """
 
 import re
-from numbers import Integral
+from collections.abc import Sequence
 
 
 from .chat_templates import VICUNA_V1_CHAT_TEMPLATE
 from .transformers_imports import BatchFeature, ProcessorMixin
+from .visual_token_counts import ANY_POSITIVE_COUNT, processor_count_settings, resolve_num_visual_tokens
 
 
 class MatryoshkaLlavaProcessor(ProcessorMixin):
@@ -23,14 +24,52 @@ class MatryoshkaLlavaProcessor(ProcessorMixin):
         tokenizer: the tokenizer (`<image>` added as a special token).
         chat_template (`str`, *optional*): defaults to the vicuna_v1 template of LLaVA-1.5.
         image_token (`str`, defaults to `"<image>"`): the image placeholder.
+        valid_num_visual_tokens (`list[int]`, *optional*): the counts the model accepts (M3's scales), or
+        max_num_visual_tokens (`int`, *optional*): M, for a model accepting any count 1..M (MQT). Saved with the
+            processor (`processor_count_settings(config)` gives them), so that an invalid `num_visual_tokens` is
+            refused here, before any text is tokenised, as the model would refuse it.
     """
 
-    image_processor_class = "AutoImageProcessor"
-    tokenizer_class = "AutoTokenizer"
+    # Sub-processors are loaded by the Auto classes from their own configs (no `*_class` attributes, which current
+    # transformers deprecates; every supported release infers them from `__init__`).
 
-    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, image_token: str = "<image>", **kwargs):
+    def __init__(
+        self,
+        image_processor=None,
+        tokenizer=None,
+        chat_template=None,
+        image_token: str = "<image>",
+        valid_num_visual_tokens: list[int] | None = None,
+        max_num_visual_tokens: int | None = None,
+        **kwargs,
+    ):
         self.image_token = image_token
+        self.valid_num_visual_tokens = list(valid_num_visual_tokens) if valid_num_visual_tokens is not None else None
+        self.max_num_visual_tokens = max_num_visual_tokens
         super().__init__(image_processor, tokenizer, chat_template=chat_template or VICUNA_V1_CHAT_TEMPLATE)
+
+    @property
+    def accepted_num_visual_tokens(self) -> Sequence[int] | None:
+        """The model's valid counts, when they were saved with this processor."""
+        if self.valid_num_visual_tokens is not None:
+            return self.valid_num_visual_tokens
+        if self.max_num_visual_tokens is not None:
+            return range(1, self.max_num_visual_tokens + 1)
+        return None
+
+    def set_model_counts(self, config) -> None:
+        """Keep the counts `config`'s model accepts, to be saved with this processor."""
+        self.valid_num_visual_tokens = self.max_num_visual_tokens = None
+        for name, value in processor_count_settings(config).items():
+            setattr(self, name, value)
+
+    # What a count may be when the model's counts were not saved with the processor (the model checks again).
+    unknown_model_counts = ANY_POSITIVE_COUNT
+
+    def counts_per_image(self, num_visual_tokens, num_images: int) -> list[int]:
+        """One checked count per image, by the models' own rule (ValueError naming the valid values)."""
+        valid = self.accepted_num_visual_tokens or self.unknown_model_counts
+        return resolve_num_visual_tokens(num_visual_tokens, valid, num_images)
 
     @property
     def image_token_id(self) -> int:
@@ -68,16 +107,7 @@ class MatryoshkaLlavaProcessor(ProcessorMixin):
         return BatchFeature(data, tensor_type=return_tensors)
 
     def _expand_placeholders(self, texts: list[str], run_pattern, num_visual_tokens, num_images: int) -> list[str]:
-        counts = list(num_visual_tokens) if isinstance(num_visual_tokens, (list, tuple)) else [num_visual_tokens] * num_images
-        if len(counts) != num_images:
-            raise ValueError(f"num_visual_tokens has {len(counts)} values for {num_images} images.")
-        for count in counts:
-            if isinstance(count, bool) or not isinstance(count, Integral) or count < 1:
-                raise ValueError(
-                    f"num_visual_tokens={count!r} is not a positive integer; the model lists its valid values "
-                    "in `config.valid_num_visual_tokens`."
-                )
-        return self._expand_runs(texts, run_pattern, counts)
+        return self._expand_runs(texts, run_pattern, self.counts_per_image(num_visual_tokens, num_images))
 
     def _expand_runs(self, texts: list[str], run_pattern, tokens_per_image: list[int]) -> list[str]:
         """Each placeholder run (in order) becomes its image's number of tokens; a longer run must already match."""

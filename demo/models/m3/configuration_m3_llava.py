@@ -5,12 +5,7 @@ from typing import Literal
 
 from .token_reducers import VISUAL_TOKEN_REDUCTIONS
 from .transformers_imports import LlavaConfig
-from .visual_token_counts import check_count, is_integer, nested_pooling_scales
-
-
-def patch_grid_size(vision_config) -> int:
-    """Side of the square patch grid the vision tower produces (24 for CLIP ViT-L/14 at 336 px)."""
-    return vision_config.image_size // vision_config.patch_size
+from .visual_token_counts import check_count, is_integer, nested_pooling_scales, patch_grid_side
 
 
 class M3LlavaConfig(LlavaConfig):
@@ -55,7 +50,7 @@ class M3LlavaConfig(LlavaConfig):
 def resolve_m3_fields(config) -> None:
     """Fill in and check the M3 fields of a config (shared by M3-LLaVA and M3-LLaVA-NeXT, whose per-crop grid is
     the same patch grid): `matryoshka_scales`, `num_visual_tokens`, `visual_token_reduction`, `image_seq_length`."""
-    grid_size = patch_grid_size(config.vision_config)
+    grid_size = patch_grid_side(config.vision_config)
     if config.matryoshka_scales is None:
         config.matryoshka_scales = nested_pooling_scales(grid_size)
     for scale in config.matryoshka_scales:
@@ -74,4 +69,4 @@ def resolve_m3_fields(config) -> None:
     config.image_seq_length = grid_size * grid_size
 
 
-__all__ = ["M3LlavaConfig", "patch_grid_size", "resolve_m3_fields"]
+__all__ = ["M3LlavaConfig", "resolve_m3_fields"]

@@ -128,16 +128,8 @@ class MatryoshkaLlavaImageProcessor(BaseImageProcessor):
             square = Image.new("RGB", (side, side), self.pad_color)
             square.paste(image, ((side - image.width) // 2, (side - image.height) // 2))
             image = square
-        shortest = self.size["shortest_edge"] if "shortest_edge" in self.size else min(self.size.values())
-        scale = shortest / min(image.width, image.height)
-        resized = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
-        image = image.resize(resized, resample=self.resample)
-        crop_h, crop_w = self.crop_size["height"], self.crop_size["width"]
-        left, top = (image.width - crop_w) // 2, (image.height - crop_h) // 2
-        image = image.crop((left, top, left + crop_w, top + crop_h))
-        array = np.asarray(image, dtype=np.float32) * self.rescale_factor
-        array = (array - np.asarray(self.image_mean, dtype=np.float32)) / np.asarray(self.image_std, dtype=np.float32)
-        return array.transpose(2, 0, 1)
+        return crop_and_normalize(image, self.size, self.crop_size, self.resample, self.rescale_factor,
+                                  self.image_mean, self.image_std)
 
     def __call__(self, images, return_tensors=None, **kwargs) -> BatchFeature:
         return self.preprocess(images, return_tensors=return_tensors)
@@ -146,6 +138,27 @@ class MatryoshkaLlavaImageProcessor(BaseImageProcessor):
         images = flatten_images(images)
         pixel_values = [self.preprocess_one(load_image(image, index)) for index, image in enumerate(images)]
         return BatchFeature({"pixel_values": pixel_values}, tensor_type=return_tensors)
+
+
+def shortest_edge(size: dict) -> int:
+    return size["shortest_edge"] if "shortest_edge" in size else min(size.values())
+
+
+def crop_and_normalize(image: Image.Image, size: dict, crop_size: dict, resample: int, rescale_factor: float,
+                       image_mean: list[float], image_std: list[float]) -> np.ndarray:
+    """The CLIP steps both image processors share: resize the shortest edge, centre-crop, rescale, normalise.
+
+    An RGB PIL image -> a (3, crop height, crop width) float32 array (resize and crop are no-ops at the target size).
+    """
+    shortest = shortest_edge(size)
+    scale = shortest / min(image.width, image.height)
+    image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))), resample=resample)
+    crop_height, crop_width = crop_size["height"], crop_size["width"]
+    left, top = (image.width - crop_width) // 2, (image.height - crop_height) // 2
+    image = image.crop((left, top, left + crop_width, top + crop_height))
+    array = np.asarray(image, dtype=np.float32) * rescale_factor
+    array = (array - np.asarray(image_mean, dtype=np.float32)) / np.asarray(image_std, dtype=np.float32)
+    return array.transpose(2, 0, 1)
 
 
 def flatten_images(images) -> list:

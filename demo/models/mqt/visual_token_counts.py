@@ -1,8 +1,11 @@
-"""Which visual-token counts a model accepts, and the one place a requested count is checked.
+"""Which visual-token counts a model accepts, its default, the counts a trade-off compares, and the one place a
+requested count is checked. Configs, models, processors, trainers, eval, cost, bench and model cards all ask here.
 
 Part of the remote-code bundle: imports only torch and the standard library.
 """
 
+import math
+import sys
 from collections.abc import Sequence
 from numbers import Integral
 
@@ -21,10 +24,68 @@ def nested_pooling_scales(grid_size: int) -> list[int]:
     return sorted({side * side for side in sides})
 
 
-def describe_valid(valid: Sequence[int]) -> str:
+def patch_grid_side(vision_config) -> int:
+    """Side of the square patch grid the vision tower produces (24 for CLIP ViT-L/14 at 336 px)."""
+    return vision_config.image_size // vision_config.patch_size
+
+
+def valid_num_visual_tokens(config) -> Sequence[int]:
+    """The counts a model accepts: its config's (M3: the trained scales; MQT: range(1, M + 1)); for a plain LLaVA,
+    which only the training-free reductions shorten, the nested scales of its patch grid."""
+    valid = getattr(config, "valid_num_visual_tokens", None)
+    return valid if valid is not None else nested_pooling_scales(patch_grid_side(config.vision_config))
+
+
+def default_num_visual_tokens(config) -> int:
+    """The count used when a request names none: the config's (never random); a plain LLaVA's full grid."""
+    default = getattr(config, "num_visual_tokens", None)
+    return default if default is not None else patch_grid_side(config.vision_config) ** 2
+
+
+def comparison_counts(config) -> list[int]:
+    """The counts a trade-off table compares when none are given: every valid count of a model trained at a few
+    scales (M3), and for a model accepting every count 1..M (MQT) the doubling ladder 2, 4, 8, ..., M."""
+    valid = valid_num_visual_tokens(config)
+    if not isinstance(valid, range):
+        return list(valid)
+    ladder, count = [], 2
+    while count < valid[-1]:
+        ladder.append(count)
+        count *= 2
+    return ladder + [valid[-1]]
+
+
+# Any count at all, for a processor that was not told its model's counts (the model checks them again).
+ANY_POSITIVE_COUNT = range(1, sys.maxsize)
+
+
+class PositiveSquares:
+    """Every positive square: what tokens per LLaVA-NeXT crop can be when no model config says more (each crop's
+    grid is pooled to sqrt(k) x sqrt(k))."""
+
+    def __contains__(self, value) -> bool:
+        return is_integer(value) and value >= 1 and math.isqrt(value) ** 2 == value
+
+
+POSITIVE_SQUARES = PositiveSquares()
+
+
+def processor_count_settings(config) -> dict:
+    """What a processor saves of its model's counts: M3's scales, or M for a model accepting any count 1..M."""
+    valid = valid_num_visual_tokens(config)
     if isinstance(valid, range):
-        return f"an integer from {valid.start} to {valid.stop - 1}"
-    return f"one of {list(valid)}"
+        return {"max_num_visual_tokens": valid[-1]}
+    return {"valid_num_visual_tokens": list(valid)}
+
+
+def describe_valid(valid: Sequence[int]) -> str:
+    if valid == ANY_POSITIVE_COUNT:
+        return "a positive integer"
+    if valid is POSITIVE_SQUARES:
+        return "a positive square (LLaVA-NeXT tokens per crop tile a sqrt(k) x sqrt(k) grid)"
+    if isinstance(valid, range):
+        return f"any integer from {valid.start} to {valid.stop - 1}"
+    return "one of " + ", ".join(str(count) for count in valid)
 
 
 def is_integer(value) -> bool:
@@ -43,15 +104,16 @@ def check_count(value, valid: Sequence[int], what: str = "num_visual_tokens") ->
 
 
 def resolve_num_visual_tokens(
-    num_visual_tokens, valid: Sequence[int], num_images: int, default: int
+    num_visual_tokens, valid: Sequence[int], num_images: int, default: int | None = None
 ) -> list[int] | None:
     """Check a requested `num_visual_tokens` and return it per image (None when the caller asked for nothing).
 
     Accepts one count for every image, or a list / 1-D integer tensor with one count per image. Raises
     `ValueError` naming the valid values for anything else: 0, negatives, floats, bools, strings, counts the
-    model was not trained at, or a list whose length is not the number of images.
+    model was not trained at, or a list whose length is not the number of images. A model's `default` is checked
+    too (a processor, which has none, passes None).
     """
-    if default not in valid:
+    if default is not None and default not in valid:
         raise ValueError(f"The model's default num_visual_tokens={default} is not {describe_valid(valid)}.")
     if num_visual_tokens is None:
         return None
