@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .count_chooser import VisualTokenCountChooser, pick_counts
 from .image_placeholders import ImageRun, check_runs_match_images, expand_image_placeholders, find_image_runs
 from .modeling_matryoshka_outputs import MatryoshkaCausalLMOutputWithPast, MatryoshkaModelOutputWithPast
 from .transformers_imports import (
@@ -117,10 +118,19 @@ class MatryoshkaLlavaModelBase(MatryoshkaLlavaPreTrainedModel):
         self.vision_tower = AutoModel.from_config(config.vision_config)
         self.multi_modal_projector = self.build_projector(config)
         self.language_model = AutoModel.from_config(config.text_config)
+        self.build_count_chooser(config)
         self.post_init()
 
     def build_projector(self, config) -> nn.Module:
         raise NotImplementedError
+
+    def build_count_chooser(self, config) -> None:
+        """The `num_visual_tokens="auto"` chooser, when the config names its candidate counts."""
+        if getattr(config, "count_chooser_counts", None):
+            width = config.text_config.hidden_size
+            self.count_chooser = VisualTokenCountChooser(
+                width, config.count_chooser_hidden_size, len(config.count_chooser_counts)
+            )
 
     def image_layouts(self, pixel_values: torch.Tensor, **image_inputs) -> list | None:
         """One layout per image: what, besides the count, decides how many tokens it becomes and where they go.
@@ -184,9 +194,13 @@ class MatryoshkaLlavaModelBase(MatryoshkaLlavaPreTrainedModel):
         expanded, as in transformers' LLaVA: they are the positions holding the image token's embedding.
         """
         num_images = pixel_values.shape[0]
-        requested = self.resolve_num_visual_tokens(num_visual_tokens, num_images)
         if image_layouts is None:
             image_layouts = self.image_layouts(pixel_values, **image_inputs)
+        if isinstance(num_visual_tokens, str) and num_visual_tokens == "auto":
+            num_visual_tokens = self.choose_num_visual_tokens(
+                pixel_values, input_ids, inputs_embeds, attention_mask, image_layouts=image_layouts
+            )
+        requested = self.resolve_num_visual_tokens(num_visual_tokens, num_images)
         layouts = image_layouts if image_layouts is not None else [None] * num_images
         if input_ids is None:
             runs = find_image_runs(self.placeholder_mask(None, inputs_embeds).long(), 1)
@@ -214,6 +228,58 @@ class MatryoshkaLlavaModelBase(MatryoshkaLlavaPreTrainedModel):
             padding_side=padding_side,
         )
         return PreparedImages(input_ids, attention_mask, labels, requested, image_layouts)
+
+    @torch.no_grad()
+    def choose_num_visual_tokens(
+        self,
+        pixel_values: torch.Tensor,
+        input_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        threshold: float | None = None,
+        image_layouts: list | None = None,
+        **image_inputs,
+    ) -> list[int]:
+        """What `num_visual_tokens="auto"` uses: one count per image, chosen by the count chooser from the question
+        (the text after the image) and the image at the smallest count. See `count_chooser`."""
+        if not hasattr(self, "count_chooser"):
+            raise ValueError(
+                'num_visual_tokens="auto" needs a count chooser, which this model has none of: pass a count, or train '
+                "one with matryoshka_llava.training.count_chooser.train_count_chooser."
+            )
+        if image_layouts is None:
+            image_layouts = self.image_layouts(pixel_values, **image_inputs)
+        question = self.question_features(input_ids, inputs_embeds, attention_mask, pixel_values.shape[0])
+        image = self.cheapest_image_features(pixel_values, image_layouts)
+        logits = self.count_chooser(question.to(image.dtype), image)  # (images, candidates)
+        threshold = self.config.count_chooser_threshold if threshold is None else threshold
+        return pick_counts(logits.float().sigmoid(), self.config.count_chooser_counts, threshold)
+
+    def cheapest_image_features(self, pixel_values: torch.Tensor, image_layouts: list | None) -> torch.Tensor:
+        """(images, text width): each image's visual tokens at the smallest count, averaged."""
+        encoded = self.encode_images(self.vision_tower_inputs(pixel_values, image_layouts))
+        smallest = min(self.config.valid_num_visual_tokens)
+        tokens = self.reduce_image_features(encoded, [smallest] * pixel_values.shape[0], image_layouts)
+        return torch.stack([image_tokens.mean(0) for image_tokens in tokens])
+
+    def question_features(self, input_ids, inputs_embeds, attention_mask, num_images: int) -> torch.Tensor:
+        """(images, text width): the mean embedding of the text after each image up to the next image (its
+        question and the assistant cue), padding left out."""
+        if inputs_embeds is None:
+            inputs_embeds = self.get_input_embeddings()(input_ids)
+        is_image = self.placeholder_mask(input_ids, inputs_embeds)
+        runs = find_image_runs(is_image.long(), 1)
+        check_runs_match_images(runs, num_images)
+        keep = torch.ones_like(is_image) if attention_mask is None or attention_mask.ndim != 2 else attention_mask.bool()
+        features = []
+        for index, run in enumerate(runs):
+            following = runs[index + 1].start if index + 1 < len(runs) and runs[index + 1].row == run.row else None
+            span = slice(run.start + run.length, following)
+            text = inputs_embeds[run.row, span][keep[run.row, span] & ~is_image[run.row, span]]
+            if text.shape[0] == 0:  # an image at the very end: its whole row is the context
+                text = inputs_embeds[run.row][keep[run.row] & ~is_image[run.row]]
+            features.append(text.mean(0))
+        return torch.stack(features)
 
     def placeholder_mask(self, input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor) -> torch.Tensor:
         """(batch, seq) bool: where visual tokens go (with only `inputs_embeds`: the image token's embedding)."""
@@ -548,9 +614,12 @@ class MatryoshkaLlavaForConditionalGenerationBase(MatryoshkaLlavaPreTrainedModel
                 model_inputs["pixel_values"] = pixel_values
         return model_inputs
 
-    def generate(self, inputs: torch.Tensor | None = None, *args, num_visual_tokens=None, **kwargs):
+    def generate(
+        self, inputs: torch.Tensor | None = None, *args, num_visual_tokens=None, count_chooser_threshold=None, **kwargs
+    ):
         r"""
-        `transformers.GenerationMixin.generate` plus `num_visual_tokens` (one value, or one per image).
+        `transformers.GenerationMixin.generate` plus `num_visual_tokens`: one value, one per image, or `"auto"`
+        (the model's count chooser picks one per image; `count_chooser_threshold` overrides its config value).
 
         Compact placeholders are expanded before generation and the returned sequences start with the prompt
         exactly as it was passed, so `out[:, input_ids.shape[1]:]` is the newly generated text as for any model.
@@ -566,8 +635,13 @@ class MatryoshkaLlavaForConditionalGenerationBase(MatryoshkaLlavaPreTrainedModel
             return super().generate(input_ids, *args, **kwargs)
 
         image_inputs = {name: kwargs[name] for name in self.model.image_input_names if kwargs.get(name) is not None}
+        attention_mask = kwargs.pop("attention_mask", None)
+        if isinstance(num_visual_tokens, str) and num_visual_tokens == "auto":
+            num_visual_tokens = self.model.choose_num_visual_tokens(
+                pixel_values, input_ids, None, attention_mask, count_chooser_threshold, **image_inputs
+            )
         prepared = self.model.prepare_images(
-            pixel_values, input_ids, None, num_visual_tokens, kwargs.pop("attention_mask", None), **image_inputs
+            pixel_values, input_ids, None, num_visual_tokens, attention_mask, **image_inputs
         )
         expanded_ids, counts = prepared.input_ids, prepared.counts_per_image
         if prepared.attention_mask is not None:

@@ -105,7 +105,7 @@ class MatryoshkaLlavaNextProcessor(MatryoshkaLlavaProcessor):
         data = {}
         if visuals:
             data.update(self.image_processor(visuals, image_grid_pinpoints=image_grid_pinpoints))
-        if num_visual_tokens is not None and texts:
+        if num_visual_tokens is not None and texts and not (isinstance(num_visual_tokens, str) and num_visual_tokens == "auto"):
             counts = self.counts_per_image(num_visual_tokens, len(visuals))
             tokens = [
                 anyres_num_image_tokens(tuple(size), tuple(grid), count)
