@@ -1,11 +1,16 @@
 """Convert LLaVA-1.5 and LLaVA-NeXT (llava-hf or original format) and the released M3 / MQT checkpoints to this
 package's models."""
 
-from .convert import ConversionResult, convert_checkpoint
-from .errors import ConversionError, VerificationError
-from .source_formats import detect_source_format
-from .verification import VerificationReport
+from matryoshka_llava.lazy_exports import lazy_exports
 
+__getattr__ = lazy_exports(__name__, {
+    "ConversionResult": ".convert",
+    "convert_checkpoint": ".convert",
+    "ConversionError": ".errors",
+    "VerificationError": ".errors",
+    "detect_source_format": ".source_formats",
+    "VerificationReport": ".verification",
+})
 __all__ = [
     "ConversionError",
     "ConversionResult",

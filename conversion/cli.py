@@ -5,9 +5,7 @@ LLaVA-NeXT sources (llava-hf-next, llava-next, m3-next) convert with `--to m3` t
 import argparse
 import sys
 
-from .convert import DTYPES, convert_checkpoint
-from .errors import ConversionError
-from .source_formats import SOURCE_FORMATS, TARGETS
+from .source_formats import DTYPE_NAMES, SOURCE_FORMATS, TARGETS
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -19,7 +17,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--from", dest="source_format", default="auto", choices=("auto",) + SOURCE_FORMATS,
                         help="source format (default: detect from the files)")
     parser.add_argument("--clip", help="CLIP checkpoint for original-format sources (default: their mm_vision_tower)")
-    parser.add_argument("--dtype", default="auto", choices=("auto",) + tuple(DTYPES),
+    parser.add_argument("--dtype", default="auto", choices=("auto",) + DTYPE_NAMES,
                         help="cast floating tensors (default: keep the stored dtypes)")
     parser.add_argument("--verify", action="store_true", help="compare logits with the source model before finishing")
     parser.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the result (see `matryoshka-llava push`)")
@@ -33,19 +31,18 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from matryoshka_llava.model_cards.errors import PushError
 
+    from .convert import convert_checkpoint
+
     try:
         result = convert_checkpoint(
             args.src, args.out, to=args.to, source_format=args.source_format, clip=args.clip, dtype=args.dtype,
             verify=args.verify, push_to_hub=args.push_to_hub, force=args.force, max_shard_size=args.max_shard_size,
             base_model=args.base_model, license=args.license, show_progress=not args.no_progress,
         )
-    except ConversionError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    except PushError as error:
+    except PushError as error:  # the conversion itself succeeded: say how to retry only the upload
         print(f"error: the conversion into {args.out} is complete, but the upload failed: {error}\n"
               f"Retry with `matryoshka-llava push {args.out} {args.push_to_hub}`.", file=sys.stderr)
-        return 1
+        return 2
     print(f"Converted {args.src} ({result.source_format}) to {result.target_model} in {result.output}: "
           f"{result.num_tensors} tensors in {len(result.shard_files)} shard(s).")
     if result.added_tokens:

@@ -4,6 +4,7 @@ evaluation and cost "not evaluated yet" (render again with `matryoshka-llava car
 import re
 from pathlib import Path
 
+from matryoshka_llava.local_paths import public_name
 from matryoshka_llava.model_cards import card_inputs_for_folder, write_model_card
 from matryoshka_llava.model_cards.card_inputs import LLAVA_1_5_DATASETS
 
@@ -40,8 +41,9 @@ def write_conversion_card(folder: Path, source: SourceModel, target: str, out_pa
     inputs = card_inputs_for_folder(
         folder,
         model_name=Path(out_path).name,
-        repo_id=repo_id or out_path,
-        source_checkpoint=source.name,
+        # Never a local path in a card: without a repo id the example loads the folder by its name.
+        repo_id=repo_id or Path(out_path).name,
+        source_checkpoint=public_name(source.name),
         conversion_note=note + ".",
         license=license or source.card_metadata.get("license") or "unknown",
         base_model=[base] if base else [],

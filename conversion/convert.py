@@ -27,7 +27,7 @@ from .errors import ConversionError
 from .model_files import save_config_and_code
 from .safetensors_writer import write_sharded_safetensors
 from .source_files import read_json, resolve_checkpoint
-from .source_formats import check_target, resolve_source_format, target_model_name
+from .source_formats import DTYPE_NAMES, check_target, resolve_source_format, target_model_name
 from .source_model import describe_source
 from .target_config import build_target_config
 from .tokenizer_assembly import assemble_tokenizer, build_processor
@@ -35,7 +35,7 @@ from .verification import VerificationReport, verify_conversion
 
 MODEL_CLASSES = {"m3": M3LlavaForConditionalGeneration, "mqt": MQTLlavaForConditionalGeneration}
 NEXT_MODEL_CLASSES = {"m3": M3LlavaNextForConditionalGeneration}
-DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
 
 
 @dataclass

@@ -1,8 +1,10 @@
 """The errors conversion raises: each message names the problem and, where there is one, the fix."""
 
+from matryoshka_llava.errors import UserError
 
-class ConversionError(Exception):
-    """A checkpoint cannot be converted as asked."""
+
+class ConversionError(UserError, ValueError):
+    """A checkpoint cannot be converted as asked (a user error: the command line reports it in one line)."""
 
 
 class VerificationError(ConversionError):

@@ -22,6 +22,8 @@ LLAVA_HF_FORMATS = ("llava-hf", "llava-hf-next")
 ORIGINAL_FORMATS = ("llava", "m3", "mqt", "llava-next", "m3-next")
 MATRYOSHKA_RELEASES = ("m3", "m3-next")  # original format with `matryoshka_vis_token_scale` and a fine-tuned tower
 TARGETS = ("m3", "mqt")
+# What `--dtype` may cast floating tensors to (names of torch dtypes).
+DTYPE_NAMES = ("bfloat16", "float16", "float32")
 # Other transformers LLaVA-NeXT variants: video and OneVision checkpoints are laid out differently.
 UNSUPPORTED_NEXT_MODEL_TYPES = ("llava_next_video", "llava_onevision")
 # Targets each source can become: a released M3 keeps its trained MLP projector, a released MQT its query transformer;

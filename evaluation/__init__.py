@@ -12,13 +12,27 @@ write_outputs(results, "out")                                            # resul
 ```
 """
 
-from .data import PRESETS, ColumnMapping, build_items, column_mapping, load_eval_dataset
-from .model_loading import BASELINES, load_model_for_eval, load_processor_for_eval
-from .oracle import oracle
-from .report import plot_tradeoff, results_to_markdown, write_outputs
-from .runner import evaluate, load_benchmark
-from .tasks import TASKS, EvalItem, get_task
+from matryoshka_llava.lazy_exports import lazy_exports
 
+__getattr__ = lazy_exports(__name__, {
+    "PRESETS": ".data",
+    "ColumnMapping": ".data",
+    "build_items": ".data",
+    "column_mapping": ".data",
+    "load_eval_dataset": ".data",
+    "BASELINES": ".model_loading",
+    "load_model_for_eval": ".model_loading",
+    "load_processor_for_eval": ".model_loading",
+    "oracle": ".per_item_oracle",
+    "plot_tradeoff": ".report",
+    "results_to_markdown": ".report",
+    "write_outputs": ".report",
+    "evaluate": ".runner",
+    "load_benchmark": ".runner",
+    "TASKS": ".tasks",
+    "EvalItem": ".tasks",
+    "get_task": ".tasks",
+})
 __all__ = [
     "BASELINES",
     "PRESETS",

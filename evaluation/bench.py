@@ -18,6 +18,8 @@ from pathlib import Path
 import torch
 from transformers import LlavaConfig, LlavaForConditionalGeneration
 
+from matryoshka_llava.formatting import human_count
+
 from modeling_matryoshka_llava import M3LlavaForConditionalGeneration, MQTLlavaForConditionalGeneration
 from modeling_matryoshka_llava.visual_token_counts import comparison_counts
 
@@ -230,7 +232,8 @@ def run_speed_benchmark(
         decode = statistics.median(run["decode_per_token"] for run in runs)
         cost = flops[(kind, count)]
         rows.append({"model": kind, "num_visual_tokens": count, "ttft_s": ttft, "vision_s": vision,
-                     "vision_share": vision / ttft, "llm_prefill_s": ttft - vision, "decode_tokens_per_s": 1.0 / decode,
+                     # per repetition (vision and TTFT measured back to back), not a ratio of two medians
+                     "vision_share": statistics.median(run["vision"] / run["ttft"] for run in runs), "llm_prefill_s": ttft - vision, "decode_tokens_per_s": 1.0 / decode,
                      "ttft_iqr_s": _iqr([run["ttft"] for run in runs]), "total_flops": cost["total_flops"],
                      "llm_prefill_flops": cost["llm_prefill_flops"], "vision_flops": cost["vision_flops"],
                      "plain_llm_ttft_s": plain_llm[num_text_tokens + count],
@@ -293,12 +296,17 @@ def _describe_device(device) -> str:
 _NAMES = {"llava": "plain LLaVA", "m3": "M3", "mqt": "MQT"}
 
 
+UNSTABLE = "unstable"  # marks a measurement whose spread (IQR) exceeds its median
+SHARE_NOISE = "timed alone"  # marks a vision time that exceeded the whole TTFT it is part of
+
+
 def bench_to_markdown(result: dict) -> str:
     overhead = result["overhead_at_full"]
     params = result["parameters"]
+    full = next(row["num_visual_tokens"] for row in result["rows"] if row["model"] == "llava")
     lines = [
-        (f"Speed benchmark, shape `{result['shape']}` (plain LLaVA / M3 {params['m3'] / 1e6:.0f}M parameters, MQT "
-        f"{params['mqt'] / 1e6:.0f}M) on {result['device']}, {result['dtype']}, {result['torch_threads']} torch "
+        (f"Speed benchmark, shape `{result['shape']}` (plain LLaVA / M3 {human_count(params['m3'])} parameters, MQT "
+        f"{human_count(params['mqt'])}) on {result['device']}, {result['dtype']}, {result['torch_threads']} torch "
         f"threads; 1 image + {result['num_text_tokens']} text tokens, {result['decode_tokens']} decoded tokens. "
         f"Clock: {'process CPU time' if result['clock'] == 'cpu' else 'wall time'}. "
         f"{result['repeats']} repetitions after {result['warmup']} warm-up, all configurations interleaved (order "
@@ -310,13 +318,17 @@ def bench_to_markdown(result: dict) -> str:
         "",
         ("| model | visual tokens | TTFT ms (IQR) | vision ms (share) | plain LLM at same length ms | "
          "TTFT / (vision + plain LLM) | decode tok/s | speedup vs full | FLOPs ratio | speedup / FLOPs ratio | "
-         "speedup vs plain LLaVA@576 |"),
+         f"speedup vs plain LLaVA@{full} |"),
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    unstable = [row for row in result["rows"] if row["ttft_iqr_s"] > row["ttft_s"]]
+    noisy_share = [row for row in result["rows"] if row["vision_share"] > 1]
     for row in result["rows"]:
+        ttft_flag = f" {UNSTABLE}" if row in unstable else ""
+        share = f"{100 * row['vision_share']:.0f}%" + (f", {SHARE_NOISE}" if row in noisy_share else "")
         lines.append(
             f"| {_NAMES[row['model']]} | {row['num_visual_tokens']} | {1e3 * row['ttft_s']:.1f} "
-            f"({1e3 * row['ttft_iqr_s']:.1f}) | {1e3 * row['vision_s']:.1f} ({100 * row['vision_share']:.0f}%) | "
+            f"({1e3 * row['ttft_iqr_s']:.1f}){ttft_flag} | {1e3 * row['vision_s']:.1f} ({share}) | "
             f"{1e3 * row['plain_llm_ttft_s']:.1f} | {row['ttft_over_components']:.2f} | "
             f"{row['decode_tokens_per_s']:.1f} | {row['speedup_vs_full']:.2f}x | {row['flops_ratio_vs_full']:.2f}x | "
             f"{row['speedup_over_flops_ratio']:.2f} | {row['speedup_vs_plain_llava']:.2f}x |"
@@ -329,6 +341,14 @@ def bench_to_markdown(result: dict) -> str:
         f"{100 * overhead['decode_time_overhead']:+.2f}% (IQR {100 * overhead['decode_time_overhead_iqr']:.2f} points). "
         "Targets: overhead <= 2%, speedup / FLOPs ratio >= 0.9."),
     ]
+    if unstable:
+        lines += ["", (f"`{UNSTABLE}`: {len(unstable)} TTFT measurements spread (IQR) more than their median; other "
+                       "jobs shared the machine. Their ratios are not to be trusted: rerun with more --repeats, or with "
+                       "--threads 1 (process CPU time).")]
+    if noisy_share:
+        lines += ["", (f"`{SHARE_NOISE}`: the vision side, timed on its own right after the generation, took longer "
+                       "than the whole TTFT it is part of (caches were cold, or the machine busier): at this model "
+                       "size read it as 'nearly all of the TTFT'.")]
     return "\n".join(lines) + "\n"
 
 

@@ -33,16 +33,22 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    from modeling_matryoshka_llava.visual_token_counts import resolve_num_visual_tokens, valid_num_visual_tokens
+
     dtype = getattr(torch, args.dtype, None)
     if not isinstance(dtype, torch.dtype):
-        raise SystemExit(f"--dtype {args.dtype!r} is not a torch dtype.")
+        raise ValueError(f"--dtype {args.dtype!r} is not a torch dtype (e.g. float16, bfloat16, float32).")
     m3_config = load_architecture(args.m3_config)
     if getattr(m3_config, "model_type", None) == "llava":
         from modeling_matryoshka_llava import M3LlavaConfig
 
         m3_config = M3LlavaConfig(**m3_config.to_dict())
+    mqt_config = load_architecture(args.mqt_config)
+    for config, counts in ((m3_config, args.m3_counts), (mqt_config, args.mqt_counts)):
+        if counts:  # checked before any model is built
+            resolve_num_visual_tokens(counts, valid_num_visual_tokens(config), len(counts))
     result = run_speed_benchmark(
-        m3_config, load_architecture(args.mqt_config), m3_counts=args.m3_counts, mqt_counts=args.mqt_counts,
+        m3_config, mqt_config, m3_counts=args.m3_counts, mqt_counts=args.mqt_counts,
         num_text_tokens=args.num_text_tokens, decode_tokens=args.decode_tokens, repeats=args.repeats,
         warmup=args.warmup, dtype=dtype, device=args.device, shape_name=f"{args.m3_config} / {args.mqt_config}",
         clock=args.clock,

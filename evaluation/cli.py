@@ -6,9 +6,9 @@ Data parallel: `accelerate launch -m matryoshka_llava.cli eval ...` on GPUs, or
 
 import argparse
 
+from .baselines import BASELINES
 from .count_arguments import comma_separated_counts
 from .data import PRESETS, parse_column_overrides
-from .model_loading import BASELINES
 from .tasks import TASKS
 
 
@@ -23,11 +23,14 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                         help="Map a role (image, question, answer, choices, hint, category, id) to a column; "
                              "choices may list several columns: choices=A,B,C,D. Repeatable.")
     parser.add_argument("--num-visual-tokens", type=comma_separated_counts, metavar="K1,K2,...",
-                        help="Counts to evaluate (default: M3's scales; MQT 2,4,...,M).")
+                        help="Counts to evaluate (default: M3's scales; MQT 2,4,8,...,M); `auto` adds the row of the "
+                             "model's count chooser.")
     parser.add_argument("--baseline", choices=BASELINES,
                         help="Training-free token reduction for a plain LLaVA (or to replace M3's pooling).")
     parser.add_argument("--limit", type=int, help="Evaluate only the first N items.")
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--fail-on-bad-image", action="store_true",
+                        help="Stop at the first item whose image cannot be decoded (default: skip it, listed in the results).")
     parser.add_argument("--max-new-tokens", type=int, help="Default: the task's (16 for open answers, 8 for letters).")
     parser.add_argument("--prompt-suffix", help="Text appended to each question (default: the task's / preset's).")
     parser.add_argument("--output-dir", required=True, help="Where results.json / .md / _tradeoff.png and items.jsonl go.")
@@ -41,16 +44,20 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .data import default_image_root, preset_for_hub_id
+    from .data import check_columns, column_mapping, default_image_root, get_preset, preset_for_hub_id
     from .distributed import distributed_state, end_distributed
-    from .model_loading import load_model_for_eval
+    from .model_loading import load_eval_config, load_model_for_eval
     from .report import results_to_markdown, write_outputs
-    from .runner import evaluate, load_benchmark
+    from .runner import check_num_visual_tokens, evaluate, load_benchmark, resolve_task
 
+    # Everything a user can get wrong is checked before any weights load: a 7B model takes a while.
     columns = parse_column_overrides(args.column) or None
     preset = args.preset or (preset_for_hub_id(args.dataset) if args.dataset else None)
-    # The data first: a missing dataset should not wait for a 7B model to load.
+    resolve_task(args.task, get_preset(preset) if preset else None)
+    config = load_eval_config(args.model, args.baseline, trust_remote_code=args.trust_remote_code)
+    check_num_visual_tokens(config, args.num_visual_tokens)
     dataset, dataset_name, split = load_benchmark(args.dataset, preset, args.split, args.dataset_config)
+    check_columns(dataset, column_mapping(preset, columns))
     model, processor = load_model_for_eval(
         args.model, args.baseline, device=args.device, dtype=args.dtype, trust_remote_code=args.trust_remote_code
     )
@@ -63,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
             image_root=default_image_root(args.dataset) if args.dataset else None,
             batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, prompt_suffix=args.prompt_suffix,
             results_jsonl=args.results_jsonl or output_dir / "items.jsonl", baseline=args.baseline,
-            model_name=args.model,
+            model_name=args.model, skip_bad_images=not args.fail_on_bad_image,
         )
         if state.is_main_process:
             results = write_outputs(results, output_dir, plot=not args.no_plot)

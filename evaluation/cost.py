@@ -18,6 +18,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import LlavaConfig
 
+from matryoshka_llava.formatting import bytes_unit, flops_unit, human_bytes
+
 from modeling_matryoshka_llava import (
     M3LlavaConfig,
     M3LlavaForConditionalGeneration,
@@ -207,20 +209,26 @@ def prefill_cost(
 
 
 def cost_to_markdown(cost: dict) -> str:
+    # One unit for the whole table, chosen so the largest entry has a digit before the point (a tiny model's
+    # TFLOPs would all read 0.000).
+    unit, scale = flops_unit(row["total_flops"] for row in cost["rows"])
+    memory_unit, memory_scale = bytes_unit(
+        value for row in cost["rows"] for value in (row["kv_cache_bytes"], row["activation_bytes"])
+    )
     lines = [
         (f"Prefill cost of `{cost['config']}` ({cost['dtype']}), one image + {cost['num_text_tokens']} text tokens"
          + (f", image {cost['image_size'][0]}x{cost['image_size'][1]}" if cost.get("image_size") else "")
-         + f"; weights {cost['weight_bytes'] / 2**30:.2f} GiB."),
+         + f"; weights {human_bytes(cost['weight_bytes'])}."),
         "",
-        ("| visual tokens | LLM tokens | LLM prefill TFLOPs | vision TFLOPs | total TFLOPs | FLOPs: largest k / k | "
-         "KV cache MiB | activation MiB |"),
+        (f"| visual tokens | LLM tokens | LLM prefill {unit} | vision {unit} | total {unit} | FLOPs: largest k / k | "
+         f"KV cache {memory_unit} | activations {memory_unit} |"),
         "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in cost["rows"]:
         lines.append(
-            f"| {row['num_visual_tokens']} | {row['llm_sequence_length']} | {row['llm_prefill_flops'] / 1e12:.3f} | "
-            f"{row['vision_flops'] / 1e12:.3f} | {row['total_flops'] / 1e12:.3f} | "
+            f"| {row['num_visual_tokens']} | {row['llm_sequence_length']} | {row['llm_prefill_flops'] / scale:.3f} | "
+            f"{row['vision_flops'] / scale:.3f} | {row['total_flops'] / scale:.3f} | "
             f"{row['flops_ratio_vs_largest_k']:.2f}x | "
-            f"{row['kv_cache_bytes'] / 2**20:.1f} | {row['activation_bytes'] / 2**20:.1f} |"
+            f"{row['kv_cache_bytes'] / memory_scale:.1f} | {row['activation_bytes'] / memory_scale:.1f} |"
         )
     return "\n".join(lines) + "\n"

@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
 
     dtype = getattr(torch, args.dtype, None)
     if not isinstance(dtype, torch.dtype):
-        raise SystemExit(f"--dtype {args.dtype!r} is not a torch dtype (e.g. float16, bfloat16, float32).")
+        raise ValueError(f"--dtype {args.dtype!r} is not a torch dtype (e.g. float16, bfloat16, float32).")
     cost = prefill_cost(
         load_architecture(args.config), args.num_visual_tokens, args.num_text_tokens,
         dtype=dtype, image_size=args.image_size, config_name=args.config,

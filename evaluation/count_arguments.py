@@ -3,9 +3,10 @@
 import argparse
 
 
-def comma_separated_counts(text: str) -> list[int]:
-    """"1,9,36" -> [1, 9, 36]; argparse reports anything else as an error naming the option."""
+def comma_separated_counts(text: str) -> list:
+    """"1,9,36" -> [1, 9, 36] ("auto" stays a word, for the count chooser); argparse reports anything else as an
+    error naming the option. Whether the model accepts the counts is checked by the command, before it loads it."""
     try:
-        return [int(part) for part in text.split(",") if part.strip()]
+        return [part.strip() if part.strip() == "auto" else int(part) for part in text.split(",") if part.strip()]
     except ValueError as error:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from error
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers (or auto), got {text!r}") from error

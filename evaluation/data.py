@@ -204,7 +204,7 @@ def build_items(
             raise ValueError(f"Item id {item_id!r} (column {mapping.id!r}) occurs twice; ids must be unique.")
         seen.add(item_id)
         try:
-            item = _row_to_item(row, item_id, task.name, mapping, image_root)
+            item = _row_to_item(row, item_id, task.name, mapping, image_root, index)
             task.check_item(item)
         except ValueError as error:
             raise ValueError(f"Row {index} (id {item_id}): {error}") from error
@@ -214,7 +214,8 @@ def build_items(
     return items
 
 
-def _row_to_item(row: Mapping, item_id: str, task_name: str, mapping: ColumnMapping, image_root) -> EvalItem:
+def _row_to_item(row: Mapping, item_id: str, task_name: str, mapping: ColumnMapping, image_root,
+                 index: int) -> EvalItem:
     choices = _choices(row, mapping.choices) if mapping.choices else None
     answers = _answers(row[mapping.answer], task_name, choices)
     hint = row[mapping.hint] if mapping.hint else None
@@ -227,6 +228,7 @@ def _row_to_item(row: Mapping, item_id: str, task_name: str, mapping: ColumnMapp
         choices=choices,
         hint=str(hint) if _present(hint) and str(hint).strip() else None,
         category=str(category) if _present(category) else None,
+        row=index,
     )
 
 

@@ -16,9 +16,9 @@ from modeling_matryoshka_llava import (
     MatryoshkaLlavaImageProcessor,
     MatryoshkaLlavaProcessor,
 )
-from modeling_matryoshka_llava.token_reducers import VISUAL_TOKEN_REDUCTIONS
 
-BASELINES = VISUAL_TOKEN_REDUCTIONS
+from .baselines import BASELINES
+
 MATRYOSHKA_MODEL_TYPES = ("m3_llava", "mqt_llava")
 
 
@@ -55,6 +55,27 @@ def load_model_for_eval(
     """
     from .distributed import distributed_state
 
+    path = os.fspath(path)
+    config = load_eval_config(path, baseline, trust_remote_code)
+    torch_dtype = _resolve_dtype(dtype)
+    if config.model_type == "llava":
+        model = _plain_llava_as_m3(path, config, baseline, torch_dtype, trust_remote_code)
+    else:
+        overrides = {"visual_token_reduction": baseline} if baseline is not None else {}
+        model = AutoModelForImageTextToText.from_pretrained(
+            path, dtype=torch_dtype, trust_remote_code=trust_remote_code, **overrides
+        )
+    target = torch.device(device) if device is not None else distributed_state().device
+    model = model.to(target).eval()
+    # Recorded on the module (not the config, which a later save_pretrained would write) for `evaluate`'s results.
+    model.training_free_baseline = baseline
+    return model, load_processor_for_eval(path, trust_remote_code=trust_remote_code)
+
+
+def load_eval_config(path: str | os.PathLike, baseline: str | None = None, trust_remote_code: bool = False):
+    """The checkpoint's config, read alone (no weights), after the checks `load_model_for_eval` makes: a known
+    model type, and a baseline where (and only where) one applies. Commands check counts against it before any
+    model is loaded."""
     check_baseline(baseline)
     path = os.fspath(path)
     try:
@@ -64,7 +85,6 @@ def load_model_for_eval(
             f"Could not load a model config from {path!r} ({error}). Give a local checkpoint folder, or a Hub id "
             "while the Hub is reachable."
         ) from error
-    torch_dtype = _resolve_dtype(dtype)
     if config.model_type == "llava":
         if baseline is None:
             raise ValueError(
@@ -72,27 +92,18 @@ def load_model_for_eval(
                 f"choose a training-free baseline {BASELINES} to reduce them (its full-grid count is the original "
                 "model)."
             )
-        model = _plain_llava_as_m3(path, config, baseline, torch_dtype, trust_remote_code)
     elif config.model_type in MATRYOSHKA_MODEL_TYPES:
         if baseline is not None and config.model_type != "m3_llava":
             raise ValueError(
                 f"The training-free baselines reduce a grid of visual tokens; {config.model_type} models choose their "
                 "tokens with learned queries instead, so `baseline` does not apply."
             )
-        overrides = {"visual_token_reduction": baseline} if baseline is not None else {}
-        model = AutoModelForImageTextToText.from_pretrained(
-            path, dtype=torch_dtype, trust_remote_code=trust_remote_code, **overrides
-        )
     else:
         raise ValueError(
             f"{path} has model_type {config.model_type!r}; evaluation supports {MATRYOSHKA_MODEL_TYPES} and plain "
             "'llava' checkpoints (convert others with `matryoshka-llava convert`)."
         )
-    target = torch.device(device) if device is not None else distributed_state().device
-    model = model.to(target).eval()
-    # Recorded on the module (not the config, which a later save_pretrained would write) for `evaluate`'s results.
-    model.training_free_baseline = baseline
-    return model, load_processor_for_eval(path, trust_remote_code=trust_remote_code)
+    return config
 
 
 def _plain_llava_as_m3(path: str, config, baseline: str, torch_dtype, trust_remote_code: bool):

@@ -4,9 +4,7 @@ import json
 import os
 from pathlib import Path
 
-
-def _percent(value: float) -> str:
-    return f"{100 * value:.1f}"
+from matryoshka_llava.formatting import percent
 
 
 def results_to_markdown(results: dict) -> str:
@@ -26,16 +24,32 @@ def results_to_markdown(results: dict) -> str:
         "|" + "|".join("---:" for _ in header) + "|",
     ]
     for row in results["per_k"]:
-        cells = [str(row["num_visual_tokens"])] + [_percent(row["metrics"][name]) for name in metric_names]
-        cells += [_percent(row["by_category"][category][metric]) if category in row["by_category"] else ""
+        cells = [str(row["num_visual_tokens"])] + [percent(row["metrics"][name]) for name in metric_names]
+        cells += [percent(row["by_category"][category][metric]) if category in row["by_category"] else ""
+                  for category in categories]
+        lines.append("| " + " | ".join(cells) + " |")
+    auto = results.get("auto")
+    if auto:
+        cells = [f"auto ({auto['mean_visual_tokens']:.1f} mean)"] + [percent(auto["metrics"][name]) for name in metric_names]
+        cells += [percent(auto["by_category"][category][metric]) if category in auto["by_category"] else ""
                   for category in categories]
         lines.append("| " + " | ".join(cells) + " |")
     oracle = results["oracle"]
-    cells = [f"oracle ({oracle['mean_visual_tokens']:.1f} mean)", _percent(oracle["accuracy"])]
+    cells = [f"oracle ({oracle['mean_visual_tokens']:.1f} mean)", percent(oracle["accuracy"])]
     cells += [""] * (len(metric_names) - 1)
-    cells += [_percent(oracle["by_category"][category]["accuracy"]) if category in oracle.get("by_category", {}) else ""
+    cells += [percent(oracle["by_category"][category]["accuracy"]) if category in oracle.get("by_category", {}) else ""
               for category in categories]
     lines.append("| " + " | ".join(cells) + " |")
+    skipped = results.get("skipped") or []
+    if skipped:
+        shown = ", ".join(f"row {record['row']} (id {record['item_id']})" if record.get("row") is not None
+                          else f"id {record['item_id']}" for record in skipped[:10])
+        more = f" and {len(skipped) - 10} more" if len(skipped) > 10 else ""
+        lines += ["", f"{len(skipped)} items skipped, not in the metrics: an image could not be decoded "
+                      f"({shown}{more}; reasons in results.json)."]
+    if auto:
+        spent = ", ".join(f"{category} {tokens:.1f}" for category, tokens in auto["mean_visual_tokens_by_category"].items())
+        lines += ["", "`auto`: the model's count chooser picks the count per item" + (f"; mean tokens per category: {spent}." if spent else ".")]
     return "\n".join(lines) + "\n"
 
 
@@ -79,6 +93,14 @@ def plot_tradeoff(results, path: str | os.PathLike, *, by_category: bool = False
             if oracle:
                 axis.plot([max(oracle["mean_visual_tokens"], 1)], [100 * oracle["accuracy"]], marker="*",
                           markersize=13, linestyle="none", color=line.get_color())
+            auto = run.get("auto")
+            if auto:
+                value = auto["metrics"][metric] if panel == "overall" else auto["by_category"].get(panel, {}).get(metric)
+                tokens = (auto["mean_visual_tokens"] if panel == "overall"
+                          else auto["mean_visual_tokens_by_category"].get(panel))
+                if value is not None and tokens is not None:
+                    axis.plot([max(tokens, 1)], [100 * value], marker="D", markersize=8, linestyle="none",
+                              markerfacecolor="none", markeredgewidth=2, color=line.get_color())
         axis.set_xscale("log")
         counts = sorted({row["num_visual_tokens"] for run in runs for row in run["per_k"]})
         axis.set_xticks(counts, [str(count) for count in counts])
@@ -90,7 +112,8 @@ def plot_tradeoff(results, path: str | os.PathLike, *, by_category: bool = False
         axis.grid(True, alpha=0.3)
     for axis in list(axes.flat)[len(panels):]:
         axis.axis("off")
-    axes.flat[0].legend(fontsize=8, title="* = oracle", title_fontsize=8)
+    has_auto = any(run.get("auto") for run in runs)
+    axes.flat[0].legend(fontsize=8, title="* = oracle" + (", \u25c7 = auto" if has_auto else ""), title_fontsize=8)
     figure.suptitle(title or f"{runs[0]['dataset']}: {metric} vs visual tokens")
     return save_figure(figure, path)
 

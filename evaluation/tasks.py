@@ -29,6 +29,7 @@ class EvalItem:
     choices: list[str] | None = None
     hint: str | None = None
     category: str | None = None
+    row: int | None = None  # the dataset row it came from, to name it in messages; None for hand-made items
 
 
 def format_options(choices: list[str]) -> str:

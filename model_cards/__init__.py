@@ -1,23 +1,25 @@
 """Model cards for M3-LLaVA / MQT-LLaVA checkpoints, and publishing checkpoint folders to the Hub."""
 
-from .card_inputs import CardInputs, read_folder_inputs, with_overrides
-from .errors import ModelCardError, PushError
-from .folder_validation import validate_checkpoint_folder
-from .push import PushResult, push_checkpoint
-from .rendering import render_model_card, validate_model_card, write_model_card
-from .results import CostTable, EvalResults, load_cost_table, load_eval_results
+from matryoshka_llava.lazy_exports import lazy_exports
 
-
-def card_inputs_for_folder(folder, eval_results=(), cost=None, **fields) -> CardInputs:
-    """Card inputs of a checkpoint folder: its config and existing card, then the caller's fields and results files
-    (given results replace those an earlier rendering stored; without any, the stored ones are kept)."""
-    inputs = with_overrides(read_folder_inputs(folder), **fields)
-    if eval_results:
-        inputs.eval_results = [load_eval_results(path) for path in eval_results]
-    if cost is not None:
-        inputs.cost = load_cost_table(cost)
-    return inputs
-
+__getattr__ = lazy_exports(__name__, {
+    "CardInputs": ".card_inputs",
+    "read_folder_inputs": ".card_inputs",
+    "with_overrides": ".card_inputs",
+    "ModelCardError": ".errors",
+    "PushError": ".errors",
+    "validate_checkpoint_folder": ".folder_validation",
+    "PushResult": ".push",
+    "push_checkpoint": ".push",
+    "render_model_card": ".rendering",
+    "validate_model_card": ".rendering",
+    "write_model_card": ".rendering",
+    "CostTable": ".results",
+    "EvalResults": ".results",
+    "load_cost_table": ".results",
+    "load_eval_results": ".results",
+    "card_inputs_for_folder": ".card_inputs",
+})
 
 __all__ = [
     "CardInputs",

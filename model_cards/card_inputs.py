@@ -57,7 +57,8 @@ class CardInputs:
     grid_side: int | None = None
     num_queries: int | None = None
     projector_is_trained: bool = True
-    conversion_note: str | None = None
+    conversion_note: str | None = None  # about the weights: kept until replaced
+    results_note: str | None = None  # about the results (e.g. targets they meet): dropped with them
     base_model: list[str] = field(default_factory=list)
     datasets: list[str] = field(default_factory=list)
     eval_results: list[EvalResults] = field(default_factory=list)
@@ -128,8 +129,9 @@ def read_folder_inputs(folder: Path) -> CardInputs:
     inputs.datasets = as_list(metadata.get("datasets"))
     inputs.source_checkpoint = recorded.get("source_checkpoint") or (inputs.base_model[0] if inputs.base_model else None)
     inputs.conversion_note = recorded.get("conversion_note")
+    inputs.results_note = recorded.get("results_note")
     inputs.model_name = recorded.get("model_name") or inputs.model_name
-    inputs.repo_id = recorded.get("repo_id") or str(folder)
+    inputs.repo_id = recorded.get("repo_id")  # never the folder's path: that would publish where it lives
     # Results files stored with the checkpoint by an earlier rendering.
     inputs.eval_results = [load_eval_results(folder / name) for name in recorded.get("eval_results", [])]
     inputs.cost = load_cost_table(folder / recorded["cost"]) if recorded.get("cost") else None
@@ -189,3 +191,17 @@ def example_count(inputs: CardInputs) -> int:
     if isinstance(valid, range):
         return max(1, math.isqrt(valid[-1]))
     return valid[len(valid) // 2]
+
+
+def card_inputs_for_folder(folder, eval_results=(), cost=None, **fields) -> CardInputs:
+    """Card inputs of a checkpoint folder: its config and existing card, then the caller's fields and results files
+    (given results replace those an earlier rendering stored, and the note about them; without any, the stored ones
+    are kept)."""
+    inputs = read_folder_inputs(folder)
+    if eval_results:
+        inputs.eval_results = [load_eval_results(path) for path in eval_results]
+        inputs.results_note = None
+    inputs = with_overrides(inputs, **fields)
+    if cost is not None:
+        inputs.cost = load_cost_table(cost)
+    return inputs

@@ -4,14 +4,17 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .card_inputs import RECORD_PATTERN
 from .errors import ModelCardError, PushError
-from .rendering import validate_model_card
+from matryoshka_llava.local_paths import files_naming_local_paths
+from .rendering import RESULTS_DIR, validate_model_card
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 REQUIRED_AUTO_CLASSES = ("AutoConfig", "AutoModelForImageTextToText")
@@ -23,13 +26,22 @@ class FolderContents:
     folder: Path
     files: list[tuple[str, int]]  # path relative to the folder, size in bytes
     card: str
+    left_out: list[str]  # not uploaded: results an earlier card showed, a training run's checkpoints and logs
+
+
+# What `Trainer` leaves in an output folder besides the model: resumable checkpoints (optimizer state, pickled)
+# and TensorBoard logs. They belong to the run, not to the published model.
+TRAINING_RUN_FOLDERS = re.compile(r"^(checkpoint-\d+|runs)$")
 
 
 def list_upload_files(folder: Path) -> list[tuple[str, int]]:
-    """Every file of the folder except hidden ones and Python caches, sorted."""
+    """Every file of the folder except hidden ones, Python caches and a training run's checkpoints and logs."""
     files = []
     for root, directories, names in os.walk(folder):
-        directories[:] = sorted(d for d in directories if not d.startswith(".") and d != "__pycache__")
+        directories[:] = sorted(
+            d for d in directories if not d.startswith(".") and d != "__pycache__"
+            and not (Path(root) == folder and TRAINING_RUN_FOLDERS.match(d))
+        )
         for name in sorted(names):
             if not name.startswith("."):
                 path = Path(root) / name
@@ -84,6 +96,27 @@ def check_card(folder: Path, names: set[str], repo_id: str | None) -> str:
     return card
 
 
+def results_files_of_card(folder: Path, card: str) -> set[str]:
+    """The files under `evaluation/` that the card was rendered from (results, their plots, the cost table)."""
+    match = RECORD_PATTERN.search(card)
+    record = json.loads(match.group(1)) if match else {}
+    referenced = {name for name in [*record.get("eval_results", []), record.get("cost")] if name}
+    for name in record.get("eval_results", []):
+        path = folder / name
+        plot = json.loads(path.read_text()).get("plot") if path.is_file() else None
+        if plot:
+            referenced.add((Path(name).parent / plot).as_posix())
+    return referenced
+
+
+def check_no_local_paths(folder: Path, names: list[str]) -> None:
+    leaks = files_naming_local_paths(folder, names)
+    if leaks:
+        shown = "; ".join(f"{name} contains {path}" for name, path in leaks)
+        raise PushError(f"{folder}: files name local paths, which are never published ({shown}). Remove the files "
+                        "or the paths (re-render the card with `matryoshka-llava card`).")
+
+
 def check_remote_code_load(folder: Path, timeout: float = 3600) -> dict:
     """Load the folder in a fresh interpreter where this package cannot be imported; returns its report."""
     with tempfile.TemporaryDirectory() as scratch:
@@ -112,6 +145,11 @@ def validate_checkpoint_folder(folder: str | Path, repo_id: str | None = None, l
     check_weights(folder, names)
     check_auto_map(folder, names)
     card = check_card(folder, names, repo_id)
+    shown = results_files_of_card(folder, card)
+    left_out = [name for name, _ in files if name.startswith(f"{RESULTS_DIR}/") and name not in shown]
+    left_out += sorted(f"{d.name}/" for d in folder.iterdir() if d.is_dir() and TRAINING_RUN_FOLDERS.match(d.name))
+    files = [(name, size) for name, size in files if name not in left_out]
+    check_no_local_paths(folder, [name for name, _ in files])
     if load_check:
         check_remote_code_load(folder)
-    return FolderContents(folder, files, card)
+    return FolderContents(folder, files, card, left_out)

@@ -31,6 +31,9 @@ class PushResult:
         lines = [(f"{'Would upload' if self.dry_run else 'Uploaded'} {len(self.contents.files)} files "
                   f"({total / 2**20:.1f} MiB) to {where} in one commit: {self.commit_message!r}")]
         lines += [f"  {name}  ({size:,} bytes)" for name, size in self.contents.files]
+        if self.contents.left_out:
+            lines.append("Left out (earlier results the card no longer shows, training checkpoints and logs): "
+                         + ", ".join(self.contents.left_out))
         if self.dry_run:
             lines += ["", "Model card (README.md):", "", self.contents.card]
         else:

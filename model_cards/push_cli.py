@@ -1,10 +1,6 @@
 """`matryoshka-llava push DIR REPO_ID`: thin wrapper over `model_cards.push.push_checkpoint`."""
 
 import argparse
-import sys
-
-from .errors import PushError
-from .push import push_checkpoint
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -17,11 +13,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        result = push_checkpoint(args.folder, args.repo_id, private=args.private, revision=args.revision,
-                                 commit_message=args.commit_message, dry_run=args.dry_run)
-    except PushError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+    from .push import push_checkpoint
+
+    result = push_checkpoint(args.folder, args.repo_id, private=args.private, revision=args.revision,
+                             commit_message=args.commit_message, dry_run=args.dry_run)
     print(result.describe())
     return 0

@@ -14,8 +14,11 @@ import jinja2
 import yaml
 from huggingface_hub import ModelCard, ModelCardData
 
+from matryoshka_llava.formatting import bytes_unit, count_noun, flops_unit, percent
+
 from .card_inputs import TEMPLATES, CardInputs, example_count
 from .errors import ModelCardError
+from matryoshka_llava.local_paths import public_name
 from .results import CostTable, EvalResults
 
 TEMPLATE_DIR = Path(__file__).with_name("templates")
@@ -43,14 +46,10 @@ def card_metadata(inputs: CardInputs) -> ModelCardData:
     )
 
 
-def format_number(value: float) -> str:
-    return f"{value:.4f}".rstrip("0").rstrip(".") if abs(value) < 100 else f"{value:.1f}"
-
-
 def results_slug(result: EvalResults) -> str:
     """A file name for one benchmark's results: dataset, split and baseline (the eval command names every file
     `results.json`)."""
-    parts = [result.dataset, result.split, result.baseline or ""]
+    parts = [public_name(result.dataset), result.split, result.baseline or ""]
     return re.sub(r"[^A-Za-z0-9._-]+", "-", "-".join(part for part in parts if part)).strip("-.") or "results"
 
 
@@ -68,6 +67,7 @@ def record_comment(inputs: CardInputs) -> str:
         "conversion_note": inputs.conversion_note,
         "model_name": inputs.model_name,
         "repo_id": inputs.repo_id,
+        "results_note": inputs.results_note,
         "eval_results": [stored_results_name(result) for result in inputs.eval_results],
         "cost": COST_FILE if inputs.cost else None,
     }
@@ -81,10 +81,10 @@ def evaluation_table(result: EvalResults) -> dict:
 
     def category_value(item, category):
         value = item.by_category.get(category, {}).get(result.metric)
-        return "–" if value is None else format_number(value)
+        return "–" if value is None else percent(value)
 
     return {
-        "dataset": result.dataset,
+        "dataset": public_name(result.dataset),
         "split": result.split,
         "num_items": result.num_items,
         "task": result.task,
@@ -94,34 +94,34 @@ def evaluation_table(result: EvalResults) -> dict:
         "counts": counts,
         "rows": [
             {"num_visual_tokens": item.num_visual_tokens,
-             "cells": [format_number(item.metrics[name]) if name in item.metrics else "–" for name in metric_names]}
+             "cells": [percent(item.metrics[name]) if name in item.metrics else "–" for name in metric_names]}
             for item in result.per_k
         ],
         "category_rows": [
             {"category": category, "cells": [category_value(item, category) for item in result.per_k]}
             for category in categories
         ],
-        "oracle_accuracy": format_number(result.oracle_accuracy),
-        "oracle_mean_visual_tokens": format_number(result.oracle_mean_visual_tokens),
+        "oracle_accuracy": percent(result.oracle_accuracy),
+        "oracle_visual_tokens": count_noun(result.oracle_mean_visual_tokens, "visual token"),
         "plot": stored_plot_name(result) if result.plot else None,
     }
 
 
 def cost_table(cost: CostTable) -> dict:
-    # TFLOPs for real models; GFLOPs when even the largest count is below one TFLOP (small models).
-    largest = max(max(row.llm_prefill_flops, row.vision_flops) for row in cost.rows)
-    unit, scale = ("TFLOPs", 1e12) if largest >= 1e12 else ("GFLOPs", 1e9)
+    unit, scale = flops_unit(value for row in cost.rows for value in (row.llm_prefill_flops, row.vision_flops))
+    memory_unit, memory_scale = bytes_unit(value for row in cost.rows for value in (row.kv_cache_bytes, row.activation_bytes))
     return {
-        "config": cost.config,
+        "config": public_name(cost.config),
         "num_text_tokens": cost.num_text_tokens,
         "flops_unit": unit,
+        "memory_unit": memory_unit,
         "rows": [
             {
                 "num_visual_tokens": row.num_visual_tokens,
                 "llm_prefill": f"{row.llm_prefill_flops / scale:.3f}",
                 "vision": f"{row.vision_flops / scale:.3f}",
-                "kv_cache": f"{row.kv_cache_bytes / 2**20:.1f}",
-                "activations": f"{row.activation_bytes / 2**20:.1f}",
+                "kv_cache": f"{row.kv_cache_bytes / memory_scale:.1f}",
+                "activations": f"{row.activation_bytes / memory_scale:.1f}",
             }
             for row in cost.rows
         ],
@@ -159,6 +159,7 @@ def render_model_card(inputs: CardInputs) -> str:
         num_queries=inputs.num_queries,
         chat_template=inputs.chat_template.strip(),
         evaluations=[evaluation_table(result) for result in inputs.eval_results],
+        results_note=inputs.results_note,
         cost=cost_table(inputs.cost) if inputs.cost else None,
     )
     text = re.sub(r"\n{3,}", "\n\n", text)
@@ -208,13 +209,17 @@ def write_model_card(folder: str | Path, inputs: CardInputs, output: str | Path 
             continue  # already stored by an earlier rendering
         destination.parent.mkdir(parents=True, exist_ok=True)
         data = json.loads(result.path.read_text(encoding="utf-8"))
+        # The eval command records the model and dataset as given: often local paths, which are never published.
+        data["model"], data["dataset"] = inputs.repo_id, public_name(data["dataset"])
         if result.plot is not None:
             shutil.copyfile(result.plot, folder / stored_plot_name(result))
             data["plot"] = Path(stored_plot_name(result)).name  # relative to the stored JSON
         destination.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     if inputs.cost is not None and (folder / COST_FILE).resolve() != inputs.cost.path.resolve():
         (folder / RESULTS_DIR).mkdir(exist_ok=True)
-        shutil.copyfile(inputs.cost.path, folder / COST_FILE)
+        data = json.loads(inputs.cost.path.read_text(encoding="utf-8"))
+        data["config"] = public_name(data["config"])
+        (folder / COST_FILE).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     output = Path(output) if output is not None else folder / "README.md"
     output.write_text(text, encoding="utf-8")
     return output

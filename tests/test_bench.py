@@ -5,8 +5,9 @@ import json
 
 import torch
 
-from matryoshka_llava.evaluation.bench import bench_inputs, build_bench_models, run_speed_benchmark
 from matryoshka_llava.cli import main
+from matryoshka_llava.evaluation.bench import bench_inputs, bench_to_markdown, build_bench_models, run_speed_benchmark
+from matryoshka_llava.formatting import human_count
 
 
 def test_benchmarked_models_share_weights_and_agree_at_the_full_grid(m3_model, mqt_model):
@@ -40,6 +41,14 @@ def test_benchmark_measures_every_configuration_and_compares_with_the_cost_model
     assert rows[("llava", 576)]["total_flops"] == rows[("m3", 576)]["total_flops"]
     assert set(result["overhead_at_full"]) == {"ttft_overhead", "ttft_overhead_iqr", "decode_time_overhead",
                                                "decode_time_overhead_iqr"}
+    # Measurements that cannot be trusted say so in the table.
+    table = bench_to_markdown(result)
+    assert "plain LLaVA@576" in table and f"M3 {human_count(result['parameters']['m3'])} parameters" in table
+    steady = [{**row, "ttft_iqr_s": 0.0, "vision_share": 0.5} for row in result["rows"]]
+    steady[2] = {**steady[2], "ttft_iqr_s": 2 * steady[2]["ttft_s"], "vision_share": 1.3}
+    table = bench_to_markdown({**result, "rows": steady})
+    assert "unstable |" in table and "1 TTFT measurements spread (IQR) more than their median" in table
+    assert "(130%, timed alone)" in table and "took longer than the whole TTFT" in table
 
 
 def test_bench_cli_writes_table_json_and_plot(m3_model, mqt_model, tmp_path, capsys):

@@ -66,8 +66,9 @@ def test_converted_folder_is_complete_safetensors_with_remote_code(case, sources
     assert (folder / "chat_template.jinja").is_file() and (folder / "generation_config.json").is_file()
     assert config["text_config"]["vocab_size"] == 320
     card = (folder / "README.md").read_text()
-    assert str(result.output) in card and "Not evaluated yet" in card
-    assert f"Source checkpoint: `{sources[case[0]]}`" in card
+    assert "Not evaluated yet" in card and f'repo = "{folder.name}"' in card
+    # Sources are named, never by their local path: a card is published.
+    assert f"Source checkpoint: `{sources[case[0]].name}`" in card and str(folder.parent) not in card
     assert not list(folder.parent.glob(f".{folder.name}.partial-*"))
 
 
@@ -180,7 +181,7 @@ def test_cli_converts_and_reports_errors(sources, tmp_path, capsys):
     assert code == 0 and (out / "config.json").is_file()
     printed = capsys.readouterr().out
     assert "(llava) to M3-LLaVA" in printed and "Added tokens: <image>, <pad>" in printed
-    assert cli_main(["convert", str(sources["llava"]), str(out), "--to", "mqt", "--no-progress"]) == 1
+    assert cli_main(["convert", str(sources["llava"]), str(out), "--to", "mqt", "--no-progress"]) == 2
     assert "already exists" in capsys.readouterr().err
 
 

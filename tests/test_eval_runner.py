@@ -40,7 +40,7 @@ def test_batched_generation_at_every_count_equals_each_item_alone(kind, m3_model
     per_item = [counts, counts[1:], counts]
     kwargs = {"do_sample": False, "num_beams": 1, "max_new_tokens": MAX_NEW, "pad_token_id": 3, "eos_token_id": 2}
     generated = [(row, count, text) for count, texts in generate_batch(model, processor, items, questions, per_item, kwargs)
-                 for row, text in texts]
+                 for row, text, tokens in texts if tokens == count]
     assert sorted((row, count) for row, count, _ in generated) == sorted(
         (row, count) for row, item_counts in enumerate(per_item) for count in item_counts
     )
@@ -229,3 +229,26 @@ def test_a_datasets_dataset_with_a_family_column(m3_model, processor):
     for row in results["per_k"]:
         assert set(row["by_category"]) == {"counting", "global"}
     assert set(results["oracle"]["by_category"]) == {"counting", "global"}
+
+
+def test_an_undecodable_image_is_skipped_listed_by_row_and_left_out_of_the_metrics(m3_model, processor, tmp_path):
+    for index, image in enumerate(random_images(3, seed=7)):
+        image.save(tmp_path / f"{index}.png")
+    (tmp_path / "1.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")  # row 1's image is corrupt
+    rows = [{"image": f"{index}.png", "question": "What?", "answer": "x", "id": f"q{index}"} for index in range(3)]
+    data = tmp_path / "items.jsonl"
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    kwargs = dict(task="exact_match", num_visual_tokens=[1, 9], columns={"id": "id"}, max_new_tokens=2, progress=False)
+
+    results = evaluate(m3_model, processor, str(data), results_jsonl=tmp_path / "log.jsonl", **kwargs)
+    assert results["num_items"] == 2
+    assert [(record["row"], record["item_id"]) for record in results["skipped"]] == [(1, "q1")]
+    assert "1.png" in results["skipped"][0]["error"] and "could not be decoded" in results["skipped"][0]["error"]
+    logged = {json.loads(line).get("item_id") for line in (tmp_path / "log.jsonl").read_text().splitlines()}
+    assert "q1" not in logged and {"q0", "q2"} <= logged  # a rerun tries the skipped item again
+    write_outputs(results, tmp_path / "out", plot=False)
+    assert "1 items skipped, not in the metrics" in (tmp_path / "out" / "results.md").read_text()
+    assert "row 1 (id q1)" in (tmp_path / "out" / "results.md").read_text()
+
+    with pytest.raises(ValueError, match=r"^row 1 \(id q1\): Image 0 .*could not be decoded"):
+        evaluate(m3_model, processor, str(data), skip_bad_images=False, **kwargs)

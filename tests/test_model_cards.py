@@ -56,10 +56,10 @@ def test_each_template_renders_hub_metadata_and_the_results(kind, tmp_path):
     assert valid in body
     # numbers come from the files, formatted but not invented
     assert "| visual tokens | accuracy | invalid_answer_rate |" in body
-    assert f"| {counts[1]} | 0.53 | 0.04 |" in body
-    assert "accuracy 0.7123 with 12.5 visual tokens on average" in body
+    assert "Metrics in %." in body and f"| {counts[1]} | 53.0 | 4.0 |" in body  # percent, as `eval` prints
+    assert "accuracy 71.2% with 12.5 visual tokens on average" in body
     assert "![lmms-lab/MMBench: accuracy against visual tokens](evaluation/lmms-lab-MMBench-dev.png)" in body
-    assert "| ocr | 0.4 | 0.45 | 0.5 |" in body
+    assert "| ocr | 40.0 | 45.0 | 50.0 |" in body
     prefill_tflops = 13_400_000_000 * (counts[2] + 30) / 1e12
     assert f"| {counts[2]} | {prefill_tflops:.3f} | 0.349 | {524_288 * (counts[2] + 30) / 2**20:.1f} |" in body
     assert "Not evaluated yet" not in body and "Not computed yet" not in body
@@ -169,10 +169,10 @@ def test_card_cli_reports_missing_fields(converted, tmp_path, capsys):
     folder = tmp_path / "checkpoint"
     shutil.copytree(converted["llava_hf", "m3"].output, folder)
     (folder / "README.md").unlink()
-    assert cli_main(["card", str(folder)]) == 1
+    assert cli_main(["card", str(folder)]) == 2
     assert "source_checkpoint: --source" in capsys.readouterr().err
     assert cli_main(["card", str(folder), "--source", "llava-hf/llava-1.5-7b-hf", "--license", "llama2",
-                     "--stdout"]) == 0
+                     "--repo-id", "me/m3-tiny", "--stdout"]) == 0
     assert "Source checkpoint: `llava-hf/llava-1.5-7b-hf`" in capsys.readouterr().out
     assert not (folder / "README.md").exists()
 
@@ -192,7 +192,7 @@ def test_cards_are_filled_from_what_the_eval_and_cost_commands_write(m3_model, p
     import matryoshka_llava.evaluation.report as report
     from matryoshka_llava.evaluation import evaluate, write_outputs
     from matryoshka_llava.evaluation.cost import prefill_cost
-    from matryoshka_llava.model_cards.rendering import format_number
+    from matryoshka_llava.formatting import flops_unit, percent
 
     # The plot file itself is matplotlib's business (slow to import); its name and place are write_outputs'.
     monkeypatch.setattr(report, "plot_tradeoff", lambda results, path, **kwargs: Image.new("RGB", (4, 4)).save(path))
@@ -205,10 +205,13 @@ def test_cards_are_filled_from_what_the_eval_and_cost_commands_write(m3_model, p
     cost = load_cost_table(tmp_path / "cost.json")
     text = render_model_card(complete_inputs("m3-llava", eval_results=[eval_results], cost=cost))
     rows = {item.num_visual_tokens: item.metrics["accuracy"] for item in eval_results.per_k}
-    assert sorted(rows) == [1, 9] and f"| 9 | {format_number(rows[9])} |" in text
+    assert sorted(rows) == [1, 9] and f"| 9 | {percent(rows[9])} |" in text
     assert "](evaluation/" in text and eval_results.plot is not None
-    # A tiny model's FLOPs are shown in GFLOPs (in TFLOPs they would all read 0.000).
-    assert "LLM prefill (GFLOPs)" in text and f"| 36 | {cost.rows[1].llm_prefill_flops / 1e9:.3f} |" in text
+    # A tiny model's FLOPs in a unit that shows them (in TFLOPs they would all read 0.000).
+    unit, scale = flops_unit([row.llm_prefill_flops for row in cost.rows] + [row.vision_flops for row in cost.rows])
+    largest = max(row.llm_prefill_flops for row in cost.rows) / scale
+    assert unit != "TFLOPs" and 1 <= largest < 1000
+    assert f"LLM prefill ({unit})" in text and f"| 36 | {cost.rows[1].llm_prefill_flops / scale:.3f} |" in text
 
 
 def test_cost_table_of_a_large_model_is_in_tflops(tmp_path):
@@ -222,7 +225,8 @@ def test_m3_llava_next_folder_gets_the_next_card(tmp_path):
 
     tiny_m3_next().save_pretrained(tmp_path)
     tiny_next_processor().save_pretrained(tmp_path)
-    inputs = card_inputs_for_folder(tmp_path, source_checkpoint="mucai/llava-next-vicuna-7b-m3", license="apache-2.0")
+    inputs = card_inputs_for_folder(tmp_path, source_checkpoint="mucai/llava-next-vicuna-7b-m3", license="apache-2.0",
+                                    repo_id="me/m3-next")
     assert inputs.kind == "m3-llava-next" and inputs.valid_num_visual_tokens == [1, 9, 36, 144, 576]
     text = render_model_card(inputs)
     assert "M3-LLaVA-NeXT" in text and "counts tokens per crop" in text and "one of 1, 9, 36, 144, 576" in text
@@ -241,4 +245,4 @@ def test_plain_llava_folder_gets_the_training_free_baseline_card(m3_model, proce
     card = ModelCard(render_model_card(inputs), ignore_metadata_errors=False)
     assert "training-free-baseline" in card.data.to_dict()["tags"]
     assert 'load_model_for_eval("me/plain", baseline="average_pooling"' in card.text
-    assert "training-free baseline `average_pooling`" in card.text and "| 9 | 0.53 | 0.04 |" in card.text
+    assert "training-free baseline `average_pooling`" in card.text and "| 9 | 53.0 | 4.0 |" in card.text

@@ -106,7 +106,8 @@ def test_converted_folders_are_complete_m3_llava_next_checkpoints(sources, conve
         assert preprocessor["image_grid_pinpoints"] == config["image_grid_pinpoints"]
         assert preprocessor["crop_size"] == {"height": 48, "width": 48}
         card = (folder / "README.md").read_text()
-        assert "**M3-LLaVA-NeXT**" in card and f"Source checkpoint: `{sources[name]}`" in card
+        assert "**M3-LLaVA-NeXT**" in card and f"Source checkpoint: `{sources[name].name}`" in card
+        assert str(sources[name].parent) not in card
         assert not list(folder.parent.glob(f".{folder.name}.partial-*"))
     # llava-hf pinpoints are (height, width) already; the original format's (width, height) pairs are swapped.
     assert json.loads((converted["llava_hf_next"].output / "config.json").read_text())["image_grid_pinpoints"] == (

@@ -108,3 +108,14 @@ def test_shipped_files_cite_only_what_a_reader_can_find(path):
     """The bundle travels to the Hub without this repository's documents: no references to them."""
     text = path.read_text()
     assert not re.search(r"\bSPEC\b|\bissue \d+|\.\./shared", text), path.name
+
+
+@pytest.mark.parametrize("package", ["conversion", "evaluation", "model_cards", "training", "processing", "demo"])
+def test_no_exported_name_is_also_a_submodule(package):
+    """Importing a submodule sets the package attribute of its name: an export of that name (imported lazily) would
+    turn into the module once anything imported the submodule."""
+    import pkgutil
+
+    module = importlib.import_module(f"matryoshka_llava.{package}")
+    submodules = {info.name for info in pkgutil.iter_modules(module.__path__)}
+    assert not submodules & set(getattr(module, "__all__", [])), submodules & set(module.__all__)

@@ -172,7 +172,7 @@ def test_convert_with_push_to_hub_keeps_the_conversion_when_the_upload_cannot_st
     out = tmp_path / "pushed"
     code = cli_main(["convert", str(sources["llava"]), str(out), "--to", "m3", "--clip", str(sources["clip"]),
                      "--push-to-hub", REPO, "--no-progress"])
-    assert code == 1 and (out / "config.json").is_file()
+    assert code == 2 and (out / "config.json").is_file()
     assert f'repo = "{REPO}"' in (out / "README.md").read_text()  # the card is rendered for the target repo
     error = capsys.readouterr().err
     assert "is complete, but the upload failed" in error and "offline" in error

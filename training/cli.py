@@ -2,7 +2,6 @@
 
 import dataclasses
 import logging
-from typing import get_type_hints
 
 import yaml
 from transformers import HfArgumentParser
@@ -16,17 +15,18 @@ def configure_parser(parser) -> None:
     parser.add_argument("--model", required=True, help="Checkpoint folder (or Hub id) of an M3 or MQT model.")
     parser.add_argument("--data", required=True, help="LLaVA instruction data: JSON list or JSONL.")
     parser.add_argument("--images", help="Folder the records' `image` paths are relative to.")
-    parser.add_argument("--method", choices=["m3", "mqt"], help="Multi-scale (M3) or random-m (MQT); or from --recipe.")
+    parser.add_argument("--method", choices=["m3", "mqt"],
+                        help="Multi-scale (M3) or random-m (MQT); default: a --recipe's, else what the model's config is.")
     parser.add_argument("--eval-data", dest="eval_data", help="Optional evaluation records in the same format.")
     parser.add_argument("--max-length", dest="max_length", type=int, default=2048, help="Longest sequence kept.")
     parser.add_argument("--lora-rank", dest="lora_rank", type=int, help="Train LoRA adapters of this rank (peft).")
     parser.add_argument("--recipe", help="YAML of training arguments (see recipes/); command-line values win.")
-    group = parser.add_argument_group("TrainingArguments (transformers) and the Matryoshka schedule")
-    type_hints = get_type_hints(MatryoshkaTrainingArguments)
-    for field in dataclasses.fields(MatryoshkaTrainingArguments):
-        if field.init:
-            field.type = type_hints[field.name]
-            HfArgumentParser._parse_dataclass_field(group, field)
+
+
+def parent_parsers() -> list:
+    """Every TrainingArguments option (transformers') and the Matryoshka schedule's, as transformers' own
+    `HfArgumentParser` defines them, inherited by the `train` parser."""
+    return [HfArgumentParser(MatryoshkaTrainingArguments, add_help=False)]
 
 
 def defaults_from_argv(argv: list[str]) -> dict:
@@ -47,12 +47,35 @@ def defaults_from_argv(argv: list[str]) -> dict:
 
 
 def split_options(args) -> tuple[dict, MatryoshkaTrainingArguments]:
-    """The command's own options, and the training arguments."""
+    """The command's own options (the method defaulting to the one the model's config implies), and the training
+    arguments."""
+    from .run import method_for_model
+
     known = {field.name for field in dataclasses.fields(MatryoshkaTrainingArguments) if field.init}
     command = {key: getattr(args, key) for key in COMMAND_OPTIONS}
+    if command["method"] is None:
+        command["method"] = method_for_model(command["model"])
     if command["method"] not in ("m3", "mqt"):
-        raise ValueError("Choose the loss with --method m3|mqt (or a --recipe that sets `method`).")
+        raise ValueError(f"--method must be m3 or mqt (or left out: the model's config says), got {command['method']!r}.")
     return command, MatryoshkaTrainingArguments(**{key: getattr(args, key) for key in known})
+
+
+def write_training_arguments_as_json(training_args, output_dir: str) -> None:
+    """Replace the pickled `training_args.bin` that `Trainer.save_model` writes by `training_args.json`: a folder
+    meant to be published holds no pickle (which `push` rightly refuses), and JSON says the same to a reader.
+    Paths (output_dir, logging_dir, run_name, which defaults to output_dir) keep only their last component."""
+    import json
+    import os
+
+    from matryoshka_llava.local_paths import public_name
+
+    arguments = json.loads(training_args.to_json_string())
+    arguments = {key: public_name(value) if isinstance(value, str) else value for key, value in arguments.items()}
+    with open(os.path.join(output_dir, "training_args.json"), "w") as handle:
+        handle.write(json.dumps(arguments, indent=2, sort_keys=True) + "\n")
+    pickled = os.path.join(output_dir, "training_args.bin")
+    if os.path.exists(pickled):
+        os.remove(pickled)
 
 
 def run(args) -> int:
@@ -67,6 +90,8 @@ def run(args) -> int:
     try:
         trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
         trainer.save_model()
+        if trainer.is_world_process_zero():
+            write_training_arguments_as_json(training_args, training_args.output_dir)
     finally:
         # Leave the process group before exit: an open gloo group can abort the process after the work is done.
         trainer.accelerator.end_training()

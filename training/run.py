@@ -18,6 +18,20 @@ logger = logging.getLogger(__name__)
 TRAINERS = {"m3": (M3Trainer, ("m3_llava", "m3_llava_next")), "mqt": (MQTTrainer, ("mqt_llava",))}
 
 
+def method_for_model(model_path: str) -> str:
+    """The loss a checkpoint trains with, from its config: "m3" for M3-LLaVA(-NeXT), "mqt" for MQT-LLaVA."""
+    from transformers import AutoConfig
+
+    model_type = AutoConfig.from_pretrained(model_path).model_type
+    for method, (_, model_types) in TRAINERS.items():
+        if model_type in model_types:
+            return method
+    raise ValueError(
+        f"{model_path} is a {model_type!r} model, which neither loss trains: convert it first "
+        "(`matryoshka-llava convert SRC OUT --to m3|mqt`)."
+    )
+
+
 def max_num_visual_tokens(config) -> int:
     return max(valid_num_visual_tokens(config))
 
