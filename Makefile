@@ -4,10 +4,12 @@ PYTHON ?= python3
 TORCH_SPEC ?= torch==2.13.0
 VENV ?= .venv
 OLDEST_VENV ?= .venv-oldest
+# lmms-eval in its own environment: it brings torchvision and a pile of task dependencies the package does not need.
+LMMS_VENV ?= .venv-lmms
 # The oldest transformers release this package supports (pyproject.toml); CI tests it and the newest.
 OLDEST_TRANSFORMERS ?= 5.18.0
 
-.PHONY: install demo test test-newest test-oldest
+.PHONY: install demo test test-newest test-oldest test-lmms-eval
 
 install: $(VENV)/.installed
 
@@ -25,11 +27,22 @@ $(OLDEST_VENV)/.installed: pyproject.toml
 	$(OLDEST_VENV)/bin/pip install -q -e ".[test]" "transformers==$(OLDEST_TRANSFORMERS)"
 	touch $@
 
+# lmms-eval bounds neither torch nor torchvision: torch's pin repeated in the same pip command keeps the CPU build
+# (otherwise pip swaps in a CUDA torch, GBs); the torchvision it brings does not match that torch ("operator
+# torchvision::nms does not exist"), and lmms-eval then drops every plugin silently: its image tasks run without it.
+$(LMMS_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(LMMS_VENV)
+	$(LMMS_VENV)/bin/pip install -q --upgrade pip
+	$(LMMS_VENV)/bin/pip install -q "$(TORCH_SPEC)"
+	$(LMMS_VENV)/bin/pip install -q -e ".[test,lmms-eval]" "$(TORCH_SPEC)"
+	$(LMMS_VENV)/bin/pip uninstall -q -y torchvision
+	touch $@
+
 # The main job: the shipped tiny models through the Auto classes as remote code (see README).
 demo: $(VENV)/.installed
 	$(VENV)/bin/matryoshka-llava demo
 
-test: test-newest test-oldest
+test: test-newest test-oldest test-lmms-eval
 
 test-newest: $(VENV)/.installed
 	$(VENV)/bin/python -m pytest tests
@@ -38,3 +51,7 @@ test-newest: $(VENV)/.installed
 test-oldest: $(VENV)/.installed $(OLDEST_VENV)/.installed
 	$(OLDEST_VENV)/bin/python -m pytest tests
 	MATRYOSHKA_REMOTE_CODE_PYTHON=$(CURDIR)/$(OLDEST_VENV)/bin/python $(VENV)/bin/python -m pytest tests/test_remote_code.py
+
+# The lmms-eval plugin under real lmms-eval (skipped in the other environments, which do not install it).
+test-lmms-eval: $(LMMS_VENV)/.installed
+	$(LMMS_VENV)/bin/python -m pytest tests/test_eval_lmms.py
