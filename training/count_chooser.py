@@ -129,7 +129,7 @@ def train_count_chooser(model, processor, train_dataset, validation_dataset, cou
         "train_accuracy_per_count": dict(zip(counts, data["train"][2].float().mean(0).tolist())),
         "validation_accuracy_per_count": dict(zip(counts, correct.float().mean(0).tolist())),
         "calibration": calibration,
-        "final_train_loss": float(loss),
+        "final_train_loss": float(loss.detach()),
     }
 
 
