@@ -31,15 +31,19 @@ def main() -> int:
     parser.add_argument("--clock", choices=["wall", "cpu"], default=None)
     parser.add_argument("--num-text-tokens", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--compile", action="store_true", help="Also the fast path (compiled, static cache).")
+    parser.add_argument("--stem", default="speed", help="Output file names: STEM.md / .json / .png.")
     parser.add_argument("--output-dir", default=str(Path(__file__).parent / "results"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     result = run_speed_benchmark(
         bench_m3(), bench_mqt(), num_text_tokens=args.num_text_tokens, decode_tokens=args.decode_tokens,
-        repeats=args.repeats, shape_name="bench-m3 / bench-mqt", clock=args.clock,
+        repeats=args.repeats, shape_name="bench-m3 / bench-mqt", clock=args.clock, batch_size=args.batch_size,
+        fast_path=args.compile,
     )
     print(bench_to_markdown(result))
-    paths = write_bench_outputs(result, args.output_dir)
+    paths = write_bench_outputs(result, args.output_dir, stem=args.stem)
     print("Wrote " + ", ".join(str(path) for path in paths.values()))
     return 0
 

@@ -20,6 +20,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clock", choices=["wall", "cpu"],
                         help="wall time, or process CPU time (default on CPU with --threads 1: a shared machine's "
                              "other jobs then do not count).")
+    parser.add_argument("--batch-size", type=int, default=1,
+                        help="Requests per batch (the serving view: images/s per k); default 1 (latency).")
+    parser.add_argument("--compile", action="store_true",
+                        help="Also measure every model on its fast path (enable_fast_path: torch.compile + static "
+                             "cache), next to eager in the same run; compiling each count takes a while.")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--output-dir", help="Write speed.json / speed.md / speed.png here.")
@@ -35,6 +40,8 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     from modeling_matryoshka_llava.visual_token_counts import resolve_num_visual_tokens, valid_num_visual_tokens
 
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}.")
     dtype = getattr(torch, args.dtype, None)
     if not isinstance(dtype, torch.dtype):
         raise ValueError(f"--dtype {args.dtype!r} is not a torch dtype (e.g. float16, bfloat16, float32).")
@@ -51,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         m3_config, mqt_config, m3_counts=args.m3_counts, mqt_counts=args.mqt_counts,
         num_text_tokens=args.num_text_tokens, decode_tokens=args.decode_tokens, repeats=args.repeats,
         warmup=args.warmup, dtype=dtype, device=args.device, shape_name=f"{args.m3_config} / {args.mqt_config}",
-        clock=args.clock,
+        clock=args.clock, batch_size=args.batch_size, fast_path=args.compile,
     )
     print(bench_to_markdown(result))
     if args.output_dir:

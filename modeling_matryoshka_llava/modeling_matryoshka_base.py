@@ -68,6 +68,76 @@ class PreparedImages:
     image_layouts: list | None
 
 
+@dataclass
+class PackedScales:
+    """Every count's sequence of a sample in one row, for one language-model pass over all counts.
+
+    `labels_per_scale[i]` keeps only count i's labels (and never one that would be predicted across two counts'
+    sequences); `unpack` gives a per-token tensor of one count back in that count's own (batch, seq) layout.
+    """
+
+    input_ids: torch.Tensor  # (batch, packed length)
+    position_ids: torch.Tensor  # (batch, packed length), restarting at 0 for each count's sequence
+    image_features: list[torch.Tensor]  # in placeholder order of the packed rows
+    labels_per_scale: list[torch.Tensor]  # (batch, packed length) each
+    placements: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[int, int]]]  # per count: rows, packed
+    # positions, own positions of its real tokens, and its own (batch, seq) shape
+
+    def unpack(self, values: torch.Tensor, scale: int) -> torch.Tensor:
+        rows, packed_positions, own_positions, shape = self.placements[scale]
+        out = values.new_zeros(*shape, *values.shape[2:])
+        out[rows, own_positions] = values[rows, packed_positions]
+        return out
+
+
+def pack_scale_sequences(scales, image_token_id: int, pad_token_id: int) -> PackedScales:
+    """`scales`: per count, (`PreparedImages`, per-image features). Real tokens (attention mask 1) of each count are
+    concatenated row by row; rows are right-padded, the padding a sequence of its own that nothing attends to."""
+    batch = scales[0][0].input_ids.shape[0]
+    row_ids, row_positions, row_labels = [[] for _ in range(batch)], [[] for _ in range(batch)], [[] for _ in range(batch)]
+    row_features = [[] for _ in range(batch)]
+    spans = []  # per count: per row, (packed start, own positions)
+    for index, (prepared, features) in enumerate(scales):
+        ids, mask, labels = prepared.input_ids, prepared.attention_mask, prepared.labels
+        keep = torch.ones_like(ids, dtype=torch.bool) if mask is None else mask.bool()
+        image_rows = [run.row for run in find_image_runs(ids, image_token_id)]
+        for image_row, image_features in zip(image_rows, features):
+            row_features[image_row].append(image_features)
+        row_spans = []
+        for row in range(batch):
+            own = keep[row].nonzero().squeeze(-1)
+            start = sum(part.shape[0] for part in row_ids[row])
+            row_ids[row].append(ids[row, own])
+            row_positions[row].append(torch.arange(own.shape[0], device=ids.device))
+            scale_labels = labels[row, own].clone()
+            scale_labels[0] = -100  # its first token is never predicted from the previous count's sequence
+            row_labels[row].append((index, scale_labels))
+            row_spans.append((start, own))
+        spans.append(row_spans)
+    length = max(sum(part.shape[0] for part in parts) for parts in row_ids)
+    device = scales[0][0].input_ids.device
+    input_ids = torch.full((batch, length), pad_token_id, dtype=scales[0][0].input_ids.dtype, device=device)
+    position_ids = torch.zeros((batch, length), dtype=torch.long, device=device)
+    labels_per_scale = [torch.full((batch, length), -100, dtype=torch.long, device=device) for _ in scales]
+    for row in range(batch):
+        ids = torch.cat(row_ids[row])
+        input_ids[row, : ids.shape[0]] = ids
+        position_ids[row, : ids.shape[0]] = torch.cat(row_positions[row])
+        position_ids[row, ids.shape[0] :] = torch.arange(length - ids.shape[0], device=device)
+        start = 0
+        for index, scale_labels in row_labels[row]:
+            labels_per_scale[index][row, start : start + scale_labels.shape[0]] = scale_labels
+            start += scale_labels.shape[0]
+    placements = []
+    for (prepared, _), row_spans in zip(scales, spans):
+        rows = torch.cat([torch.full_like(own, row) for row, (_, own) in enumerate(row_spans)])
+        packed_positions = torch.cat([start + torch.arange(own.shape[0], device=device) for start, own in row_spans])
+        own_positions = torch.cat([own for _, own in row_spans])
+        placements.append((rows, packed_positions, own_positions, tuple(prepared.input_ids.shape)))
+    features = [image_features for row in row_features for image_features in row]
+    return PackedScales(input_ids, position_ids, features, labels_per_scale, placements)
+
+
 class MatryoshkaLlavaPreTrainedModel(PreTrainedModel):
     """The capabilities transformers' LLaVA declares (attention back ends, compile, gradient checkpointing)."""
 
@@ -422,7 +492,9 @@ class MatryoshkaLlavaModelBase(MatryoshkaLlavaPreTrainedModel):
         if image_features is not None:
             image_features = torch.cat(list(image_features)).to(inputs_embeds.device, inputs_embeds.dtype)
             image_mask = self.placeholder_mask(input_ids, inputs_embeds)  # (batch, seq)
-            if int(image_mask.sum()) != image_features.shape[0]:
+            # Placeholders laid out by `prepare_images` hold exactly the features' tokens (checked there, on the
+            # host, once per call); only features the caller brings are counted here, as counting syncs the device.
+            if prepared_images is None and int(image_mask.sum()) != image_features.shape[0]:
                 raise ValueError(
                     f"{int(image_mask.sum())} image placeholder positions but {image_features.shape[0]} visual tokens."
                 )
@@ -557,6 +629,20 @@ class MatryoshkaLlavaForConditionalGenerationBase(MatryoshkaLlavaPreTrainedModel
         )
         return as_tuple_unless_return_dict(self, output, return_dict)
 
+    def enable_fast_path(self, **compile_kwargs) -> "MatryoshkaLlavaForConditionalGenerationBase":
+        """Compile the prefill's heavy parts and decode with a static cache; every count keeps working.
+
+        The vision tower and the language model are compiled with `torch.compile` (`compile_kwargs`, e.g.
+        `mode="reduce-overhead"` for CUDA graphs on a GPU); each count is its own sequence length, so each compiles
+        once, on first use. Placeholder expansion and count checks stay eager: they run once per request, on the
+        host. Generation uses `cache_implementation="static"`, with which transformers compiles decoding where it
+        supports it. Returns the model.
+        """
+        self.model.vision_tower.compile(**compile_kwargs)
+        self.model.language_model.compile(**compile_kwargs)
+        self.generation_config.cache_implementation = "static"
+        return self
+
     @staticmethod
     def _expansion_padding_side(attention_mask, labels) -> str:
         """Rows that grow unevenly are re-padded on the side the batch is already padded on (left for inference)."""
@@ -572,31 +658,41 @@ class MatryoshkaLlavaForConditionalGenerationBase(MatryoshkaLlavaPreTrainedModel
             raise ValueError("multi_scale_num_visual_tokens must hold at least one count.")
         for count in counts:
             self.model.resolve_num_visual_tokens(count, 1)
-        num_images = 0 if pixel_values is None else pixel_values.shape[0]
-        layouts, encoded = None, None
-        if num_images:
-            layouts = self.model.image_layouts(pixel_values, **(image_inputs or {}))
-            encoded = self.model.encode_images(self.model.vision_tower_inputs(pixel_values, layouts))
-        losses, logits = [], None
-        # Without images every count sees the same sequence: one forward serves them all.
-        for count in counts if num_images else counts[:1]:
-            if num_images:
-                prepared = self.model.prepare_images(
-                    pixel_values, input_ids, None, count, attention_mask, labels,
-                    padding_side=self._expansion_padding_side(attention_mask, labels), image_layouts=layouts,
-                )
-                ids, mask, count_labels = prepared.input_ids, prepared.attention_mask, prepared.labels
-                features = self.model.reduce_image_features(encoded, prepared.counts_per_image, layouts)
-            else:
-                ids, mask, count_labels, features = input_ids, attention_mask, labels, None
-            outputs = self.model(input_ids=ids, attention_mask=mask, image_features=features, return_dict=True, **kwargs)
+        vocab_size = self.config.text_config.vocab_size
+        if pixel_values is None or pixel_values.shape[0] == 0:  # every count sees the same text: one forward
+            outputs = self.model(input_ids=input_ids, attention_mask=attention_mask, return_dict=True, **kwargs)
             logits = self.lm_head(outputs.last_hidden_state)
-            losses.append(
-                self.loss_function(logits=logits, labels=count_labels, vocab_size=self.config.text_config.vocab_size, **kwargs)
+            loss = self.loss_function(logits=logits, labels=labels, vocab_size=vocab_size, **kwargs)
+            return MatryoshkaCausalLMOutputWithPast(
+                loss=loss, logits=logits, loss_per_num_visual_tokens=torch.stack([loss] * len(counts))
             )
-        loss_per_count = torch.stack(losses if num_images else losses * len(counts))
+        # The vision tower and projector run once; each count's sequence is laid out, then all counts of a sample
+        # are packed into one row (positions restart per count, so attention stays within each count's sequence)
+        # and the language model runs once for every count.
+        layouts = self.model.image_layouts(pixel_values, **(image_inputs or {}))
+        encoded = self.model.encode_images(self.model.vision_tower_inputs(pixel_values, layouts))
+        padding_side = self._expansion_padding_side(attention_mask, labels)
+        scales = []
+        for count in counts:
+            prepared = self.model.prepare_images(
+                pixel_values, input_ids, None, count, attention_mask, labels, padding_side=padding_side,
+                image_layouts=layouts,
+            )
+            features = self.model.reduce_image_features(encoded, prepared.counts_per_image, layouts)
+            scales.append((prepared, features))
+        pad_token_id = self.config.text_config.pad_token_id
+        packed = pack_scale_sequences(scales, self.config.image_token_id, pad_token_id if pad_token_id is not None else 0)
+        outputs = self.model(
+            input_ids=packed.input_ids, position_ids=packed.position_ids, image_features=packed.image_features,
+            use_cache=False, return_dict=True, **kwargs,
+        )
+        logits = self.lm_head(outputs.last_hidden_state)  # (batch, packed length, vocab)
+        loss_per_count = torch.stack([
+            self.loss_function(logits=logits, labels=scale_labels, vocab_size=vocab_size, **kwargs)
+            for scale_labels in packed.labels_per_scale
+        ])
         return MatryoshkaCausalLMOutputWithPast(
-            loss=loss_per_count.mean(), logits=logits, loss_per_num_visual_tokens=loss_per_count
+            loss=loss_per_count.mean(), logits=packed.unpack(logits, -1), loss_per_num_visual_tokens=loss_per_count
         )
 
     def prepare_inputs_for_generation(

@@ -62,3 +62,27 @@ def test_bench_cli_writes_table_json_and_plot(m3_model, mqt_model, tmp_path, cap
     assert json.loads((tmp_path / "out" / "speed.json").read_text())["repeats"] == 1
     assert (tmp_path / "out" / "speed.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "out" / "speed.md").read_text() in printed
+
+
+def test_batch_fast_path_and_roofline_rows(m3_model, mqt_model):
+    """--batch-size gives images/s of that many requests per call; --compile adds every model on its fast path,
+    interleaved with eager; each row carries its roofline floor from rates measured at the start of the run."""
+    result = run_speed_benchmark(m3_model.config, mqt_model.config, m3_counts=[576, 1], mqt_counts=[4],
+                                 num_text_tokens=6, decode_tokens=1, repeats=1, warmup=1, progress=False,
+                                 batch_size=3, fast_path=True)
+    keys = [(row["model"], row["num_visual_tokens"]) for row in result["rows"]]
+    eager = [("llava", 576), ("m3", 576), ("m3", 1), ("mqt", 4)]
+    assert keys == eager + [(kind + "+fast", count) for kind, count in eager]
+    rates = result["device_rates"]
+    assert rates["copy_bytes_per_s"] > 0 and rates["matmul_flops_per_s"] > 0
+    for row in result["rows"]:
+        assert row["fast_path"] == row["model"].endswith("+fast")
+        assert row["images_per_s"] == 3 / row["ttft_s"]
+        kv = 2 * m3_model.config.text_config.num_hidden_layers * (6 + row["num_visual_tokens"])  # per request
+        assert row["floor_s"] >= 3 * kv / rates["copy_bytes_per_s"]
+        assert row["ttft_over_floor"] == row["ttft_s"] / row["floor_s"]
+    fast_rows = {row["model"]: row for row in result["rows"] if row["num_visual_tokens"] == 576}
+    assert fast_rows["m3+fast"]["speedup_vs_plain_llava"] == fast_rows["llava+fast"]["ttft_s"] / fast_rows["m3+fast"]["ttft_s"]
+    assert "fast_path" in result["overhead_at_full"]
+    table = bench_to_markdown(result)
+    assert "M3 (fast path) | 1 |" in table and "GFLOP/s" in table and "On the fast path: TTFT" in table

@@ -74,6 +74,7 @@ def test_train_without_method_takes_it_from_the_config(tmp_path, capsys):
 def test_cost_and_bench_user_errors(capsys):
     assert "dtype" in user_error(capsys, ["cost", "--dtype", "float13"])
     assert "num_visual_tokens" in user_error(capsys, ["bench", "--m3-counts", "2"])
+    assert "--batch-size must be >= 1, got 0" in user_error(capsys, ["bench", "--batch-size", "0"])
 
 
 def test_an_unknown_flag_shows_the_subcommands_usage(capsys):

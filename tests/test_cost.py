@@ -21,8 +21,10 @@ def hand_flops(config, count: int, num_text_tokens: int) -> tuple[int, int]:
         4 * 2 * tokens * width * width + 2 * 2 * tokens * tokens * width + 2 * 2 * tokens * width * inner
     )
     hidden = text.hidden_size
-    if config.model_type == "mqt_llava":  # queries, keys, values in-projections, attention, out-projection, proj
-        projector = (2 * count * width * width + 2 * 2 * patches * width * width + 2 * 2 * count * patches * width
+    # MQT: queries and values in-projections, attention, out-projection, proj; its position-only keys are computed
+    # once per model and reused by every request (the cost is the steady state).
+    if config.model_type == "mqt_llava":
+        projector = (2 * count * width * width + 2 * patches * width * width + 2 * 2 * count * patches * width
                      + 2 * count * width * width + 2 * count * width * hidden)
     else:
         projector = 2 * patches * (width * hidden + hidden * hidden)

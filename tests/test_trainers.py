@@ -4,8 +4,9 @@ PEFT), and learning."""
 import pytest
 import torch
 from instruction_data import write_colour_dataset
-from tiny_models import tiny_m3, tiny_mqt, tiny_processor
+from tiny_models import random_images, tiny_m3, tiny_mqt, tiny_processor
 
+from matryoshka_llava.processing import chat_prompt
 from matryoshka_llava.training.data_collation import MatryoshkaLlavaDataCollator
 from matryoshka_llava.training.arguments import MatryoshkaTrainingArguments
 from matryoshka_llava.training.data import LazyImageDataset, load_instruction_data
@@ -43,16 +44,44 @@ def test_m3_loss_is_the_mean_of_per_scale_losses_with_one_vision_pass(tmp_path):
     model = tiny_m3()
     batch = colour_batch(tmp_path)
     calls = []
-    hook = model.model.vision_tower.register_forward_hook(lambda *args: calls.append(1))
+    hooks = [module.register_forward_hook(lambda module, *args: calls.append(module))
+             for module in (model.model.vision_tower, model.model.language_model)]
     scales = model.config.matryoshka_scales
     output = model(**batch, multi_scale_num_visual_tokens=scales)
-    assert len(calls) == 1
-    hook.remove()
+    # One pass of the tower and one of the language model for every scale (its sequences packed per sample).
+    assert calls == [model.model.vision_tower, model.model.language_model]
+    for hook in hooks:
+        hook.remove()
     separate = torch.stack([model(**batch, num_visual_tokens=scale).loss for scale in scales])
     assert torch.allclose(output.loss_per_num_visual_tokens, separate, atol=1e-6, rtol=0)
     assert abs(output.loss.item() - separate.mean().item()) <= 1e-6
     output.loss.backward()  # one backward through all scales
     assert model.model.multi_modal_projector.linear_1.weight.grad is not None
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "eager"])
+def test_one_pass_multi_scale_gradients_equal_the_sum_of_separate_passes(tmp_path, attention):
+    """Packing the scales changes nothing a trainer sees: per-scale losses (fp32, 1e-5) and the gradients of their
+    mean, with unevenly long samples in the batch."""
+    model = tiny_m3()
+    model.set_attn_implementation(attention)
+    processor = tiny_processor()
+    processor.tokenizer.padding_side = "right"  # as the training collator pads
+    prompts = [chat_prompt(processor, question) for question in ("Colour?", "What colour is this image, please?", "Hi")]
+    batch = dict(processor(images=random_images(3), text=prompts, padding=True, return_tensors="pt"))
+    assert not batch["attention_mask"].all()  # padded: the samples are of different lengths
+    batch["labels"] = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    scales = model.config.matryoshka_scales
+    output = model(**batch, multi_scale_num_visual_tokens=scales)
+    separate = torch.stack([model(**batch, num_visual_tokens=scale).loss for scale in scales])
+    torch.testing.assert_close(output.loss_per_num_visual_tokens, separate, rtol=0, atol=1e-5)
+    output.loss.backward()
+    packed = {name: parameter.grad.clone() for name, parameter in model.named_parameters() if parameter.grad is not None}
+    model.zero_grad()
+    torch.stack([model(**batch, num_visual_tokens=scale).loss for scale in scales]).mean().backward()
+    for name, parameter in model.named_parameters():
+        if parameter.grad is not None:
+            torch.testing.assert_close(packed[name], parameter.grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
 def test_m3_trainer_step_calls_the_vision_tower_once_and_logs_every_scale(tmp_path):
