@@ -4,7 +4,7 @@ import argparse
 
 from matryoshka_llava.evaluation.count_arguments import comma_separated_counts
 
-from .run_demo import DEFAULT_COUNTS, MODELS_DIR, run_demo
+from .shipped_models import DEFAULT_COUNTS, MODELS_DIR
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -24,7 +24,17 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def run(args) -> int:
     from pathlib import Path
 
+    from transformers import AutoConfig
+
+    import modeling_matryoshka_llava  # noqa: F401  (the Matryoshka model types, registered with AutoConfig)
+    from matryoshka_llava.evaluation.runner import check_num_visual_tokens
+
+    from .run_demo import run_demo
+
     counts = {"m3": args.m3_counts, "mqt": args.mqt_counts, "llava": args.llava_counts}
+    for name in args.models:  # every model's counts, before the first one runs for minutes
+        if counts[name]:
+            check_num_visual_tokens(AutoConfig.from_pretrained(Path(args.models_dir) / name), counts[name])
     run_demo(
         models=args.models, counts={name: value for name, value in counts.items() if value},
         num_items=args.num_items, output_dir=args.output_dir, models_dir=Path(args.models_dir),

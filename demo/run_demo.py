@@ -17,12 +17,9 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 from matryoshka_llava.evaluation import evaluate, load_model_for_eval, plot_tradeoff
 from matryoshka_llava.processing.prompts import chat_prompt
 
-from .shapes_benchmark import EVAL_COLUMNS, FAMILIES, SPLIT_SIZES, generate_split, make_item, sample_scene
+from .shapes_benchmark import CHANCE, EVAL_COLUMNS, FAMILIES, SPLIT_SIZES, generate_split, make_item, sample_scene
+from .shipped_models import DEFAULT_COUNTS, MODEL_LABELS, MODELS_DIR
 
-MODELS_DIR = Path(__file__).parent / "models"
-MODEL_LABELS = {"m3": "M3", "mqt": "MQT", "llava": "plain LLaVA + avg pooling"}
-# MQT at M3's counts below M, and M: the two compare at equal k (any m in 1..M works: --mqt-counts).
-DEFAULT_COUNTS = {"m3": [1, 9, 36, 144, 576], "mqt": [1, 9, 36, 144, 256], "llava": [1, 9, 36, 144, 576]}
 TEST_SPLIT_SEED_OFFSET = 2  # build_shapes_benchmark's stream for "test"
 
 
@@ -72,10 +69,12 @@ def sample_answers(model, processor, counts, seed: int) -> list[dict]:
     return rows
 
 
-def prefill_latency_ms(model, processor, counts, repeats: int = 5) -> dict[int, float]:
-    """Median wall time of one prefill (a single prompt, batch 1) at each count, counts interleaved."""
+def prefill_latency_ms(model, processor, counts, repeats: int = 15) -> dict[int, dict[str, float]]:
+    """Wall time of one prefill (a single prompt, batch 1) at each fixed count, counts interleaved so that load on
+    the machine hits every count alike: the median and the interquartile range in ms."""
     image, question, _ = make_item(random.Random(0), "global")
     inputs = processor(images=image, text=chat_prompt(processor, question), return_tensors="pt")
+    counts = [count for count in counts if isinstance(count, int)]
     timings = {count: [] for count in counts}
     with torch.no_grad():
         for count in counts:  # warm-up
@@ -85,7 +84,19 @@ def prefill_latency_ms(model, processor, counts, repeats: int = 5) -> dict[int, 
                 start = time.perf_counter()
                 model(**inputs, num_visual_tokens=count, logits_to_keep=1)
                 timings[count].append(1000 * (time.perf_counter() - start))
-    return {count: statistics.median(values) for count, values in timings.items()}
+    spread = {}
+    for count, values in timings.items():
+        low, median, high = statistics.quantiles(values, n=4)
+        spread[count] = {"median": median, "q1": low, "q3": high}
+    return spread
+
+
+def latency_is_signal(latency: dict[int, dict[str, float]]) -> bool:
+    """Whether the fewest and most tokens' prefill times are told apart: their interquartile ranges do not overlap."""
+    if len(latency) < 2:
+        return False
+    fewest, most = latency[min(latency)], latency[max(latency)]
+    return fewest["q3"] < most["q1"] or most["q3"] < fewest["q1"]
 
 
 def run_demo(
@@ -118,6 +129,7 @@ def run_demo(
     plot = plot_tradeoff(
         [entry["results"] for entry in report.values()], output_dir / "accuracy_vs_tokens.png", by_category=True,
         labels=[MODEL_LABELS[name] for name in report], title="Shapes benchmark: accuracy vs visual tokens per family",
+        categories=FAMILIES, chance=CHANCE,
     )
     print(f"\nPlot: {plot}")
     report["plot"] = plot
@@ -126,22 +138,48 @@ def run_demo(
 
 def print_sample(rows: list[dict], counts: list[int]) -> None:
     print("Sample image, one question per family (answers per number of visual tokens):")
-    header = f"  {'question':<34}{'truth':<13}" + "".join(f"{count:>13}" for count in counts)
+    width = max(len(row["question"]) for row in rows) + 2
+    header = f"  {'question':<{width}}{'truth':<13}" + "".join(f"{count:>13}" for count in counts)
     print(header)
     for row in rows:
         cells = "".join(f"{row[count][:12]:>13}" for count in counts)
-        print(f"  {row['question']:<34}{row['answer']:<13}{cells}")
+        print(f"  {row['question']:<{width}}{row['answer']:<13}{cells}")
 
 
-def print_accuracy(results: dict, latency: dict[int, float]) -> None:
+def print_accuracy(results: dict, latency: dict[int, dict[str, float]]) -> None:
     families = [family for family in FAMILIES if family in (results.get("categories") or FAMILIES)]
     metric = results["metric"]
-    print(f"Accuracy on {results['num_items']} test items (%), prefill latency (ms, batch 1):")
-    print(f"  {'tokens':>7}" + "".join(f"{family:>10}" for family in families) + f"{'overall':>10}{'prefill':>10}")
+    timed = latency_is_signal(latency)
+    print(f"Accuracy on {results['num_items']} test items (%), families coarse to fine"
+          + (", prefill latency (ms, batch 1, median and interquartile range):" if timed else ":"))
+    print(f"  {'tokens':>9}" + "".join(f"{family:>10}" for family in families) + f"{'overall':>10}"
+          + (f"{'prefill':>22}" if timed else ""))
+
+    def line(label, by_family, overall, extra=""):
+        print(f"  {label:>9}" + "".join(f"{by_family(family):>10}" for family in families) + f"{overall:>10}" + extra)
+
     for row in results["per_k"]:
-        count = row["num_visual_tokens"]
-        cells = "".join(f"{100 * row['by_category'][family][metric]:>10.1f}" for family in families)
-        print(f"  {count:>7}{cells}{100 * row['metrics'][metric]:>10.1f}{latency[count]:>10.1f}")
+        count, cells = row["num_visual_tokens"], row["by_category"]
+        extra = ""
+        if timed:
+            value = latency[count]
+            extra = f"{value['median']:>10.1f} ({value['q1']:.1f}-{value['q3']:.1f})"
+        line(str(count), lambda family: f"{100 * cells[family][metric]:.1f}", f"{100 * row['metrics'][metric]:.1f}", extra)
+    auto = results.get("auto")
+    if auto:
+        line("auto", lambda family: f"{100 * auto['by_category'][family][metric]:.1f}",
+             f"{100 * auto['metrics'][metric]:.1f}")
+        tokens = auto["mean_visual_tokens_by_category"]
+        line("  tokens", lambda family: f"{tokens[family]:.1f}", f"{auto['mean_visual_tokens']:.1f}",
+             "   (mean visual tokens auto chose)")
     oracle = results["oracle"]
-    print(f"  oracle: accuracy {100 * oracle['accuracy']:.1f}% at {oracle['mean_visual_tokens']:.1f} visual tokens "
-          "on average")
+    by_family = oracle.get("by_category", {})
+    line("oracle", lambda family: f"{100 * by_family[family]['accuracy']:.1f}", f"{100 * oracle['accuracy']:.1f}")
+    line("  tokens", lambda family: f"{by_family[family]['mean_visual_tokens']:.1f}",
+         f"{oracle['mean_visual_tokens']:.1f}", "   (smallest count that answers each item)")
+    line("chance", lambda family: f"{100 * CHANCE[family]:.1f}", f"{100 * CHANCE['overall']:.1f}")
+    if not timed:
+        fewest, most = min(latency), max(latency)
+        print(f"  prefill latency not shown: at this model size {fewest} and {most} tokens take "
+              f"{latency[fewest]['median']:.1f} and {latency[most]['median']:.1f} ms (batch 1), within each other's "
+              "run-to-run spread; `matryoshka-llava bench` measures real model sizes")

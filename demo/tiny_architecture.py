@@ -1,5 +1,6 @@
-"""The tiny models' shapes: a CLIP-style tower on 96 px images with 4 px patches (the real 24x24 grid), a small
-Llama, and a word-level tokenizer over the benchmark's vocabulary plus the vicuna_v1 prompt."""
+"""The tiny models' shapes: a 3-layer CLIP-style tower on 144 px images in 12 px patches (a 12x12 grid of visual
+tokens: M3's scales 144 / 36 / 9 / 1), a 4-layer Llama of width 128 with 32-dimensional heads (what vLLM's CPU
+attention accepts), and a word-level tokenizer over the benchmark's vocabulary plus the vicuna_v1 prompt."""
 
 import re
 
@@ -11,9 +12,9 @@ from matryoshka_llava.demo.tokenizer_building import build_word_level_tokenizer
 
 from .shapes_benchmark import IMAGE_SIZE, vocabulary
 
-PATCH_SIZE = 4
-# MQT's M: 16x16 queries over the 24x24 grid, the same ratio as the released 256 queries over CLIP's 576 patches.
-NUM_QUERIES = 256
+PATCH_SIZE = 12
+# MQT's M: 8x8 queries over the 12x12 grid, close to the released 256 queries over CLIP's 24x24 patches.
+NUM_QUERIES = 64
 
 
 def build_tiny_processor() -> MatryoshkaLlavaProcessor:
@@ -28,11 +29,11 @@ def build_tiny_processor() -> MatryoshkaLlavaProcessor:
 def tiny_llava_config_kwargs(tokenizer) -> dict:
     """Sub-configs and token ids shared by the plain, M3 and MQT tiny models."""
     vision = CLIPVisionConfig(
-        image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, hidden_size=64, intermediate_size=128, num_hidden_layers=3,
-        num_attention_heads=4, projection_dim=64,
+        image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, hidden_size=96, intermediate_size=192, num_hidden_layers=3,
+        num_attention_heads=3, projection_dim=96,
     )
     text = LlamaConfig(
-        vocab_size=-(-len(tokenizer) // 8) * 8, hidden_size=96, intermediate_size=192, num_hidden_layers=3,
+        vocab_size=-(-len(tokenizer) // 8) * 8, hidden_size=128, intermediate_size=256, num_hidden_layers=4,
         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=1024,
         pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
     )

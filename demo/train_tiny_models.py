@@ -6,11 +6,13 @@ The recipe follows the papers at toy scale, every weight starting from random in
 0. the vision tower is pretrained on dense patch labels (`demo.vision_pretraining`), standing in for the CLIP
    that LLaVA, M3 and MQT all start from;
 1. plain LLaVA: projector + language model trained on the shapes benchmark at full tokens only (`M3Trainer` with
-   the single scale 576, tower frozen as in LLaVA-1.5), saved as a standard `llava` checkpoint;
-2. M3: the plain model fine-tuned with the loss averaged over 1/9/36/144/576 (as M3 fine-tunes LLaVA-1.5);
+   the single scale 144, the tiny grid's full count; tower frozen as in LLaVA-1.5), saved as a standard `llava`
+   checkpoint;
+2. M3: the plain model fine-tuned with the loss averaged over 1/9/36/144 (as M3 fine-tunes LLaVA-1.5);
 3. MQT: the plain model's vision tower and language model with a fresh query transformer: stage 1 trains only
    the query transformer at m = M, stage 2 the query transformer + language model with one random m per step
-   from the counts the demo reports (vision tower frozen), as in MQT-LLaVA.
+   from the counts the demo reports (vision tower frozen), as in MQT-LLaVA;
+4. M3 and MQT each get the `num_visual_tokens="auto"` count chooser, trained on their own answers.
 Each stage is deterministic for a given seed (single process, fixed data order).
 """
 
@@ -33,20 +35,33 @@ from modeling_matryoshka_llava import (
 from matryoshka_llava.training.arguments import MatryoshkaTrainingArguments
 from matryoshka_llava.training.run import build_trainer
 
-from .shapes_benchmark import EVAL_COLUMNS, build_shapes_benchmark
-from .tiny_architecture import NUM_QUERIES, build_tiny_processor, init_vision_positions, tiny_llava_config_kwargs
+from .shapes_benchmark import EVAL_COLUMNS, IMAGE_SIZE, build_shapes_benchmark
+from .tiny_architecture import (
+    NUM_QUERIES,
+    PATCH_SIZE,
+    build_tiny_processor,
+    init_vision_positions,
+    tiny_llava_config_kwargs,
+)
 from .vision_pretraining import pretrain_vision_tower
 
 DEFAULT_OUTPUT = Path(__file__).parent / "models"
 VISION_PRETRAINING_STEPS = 600
-MQT_COUNTS = [1, 2, 4, 9, 16, 36, 64, 144, 256]
+FULL_GRID = (IMAGE_SIZE // PATCH_SIZE) ** 2  # 144: the plain model's tokens, M3's largest scale
+M3_COUNTS = [1, 9, 36, 144]
+# MQT draws one m per step from these (M = 64 queries); the demo reports it at M3's counts below M, and M.
+MQT_COUNTS = [1, 2, 4, 9, 16, 25, 36, 49, 64]
+MQT_REPORTED = [1, 9, 36, 64]
 STAGES = {
     # name: (method, steps, learning rate, extra training arguments)
-    "plain": ("m3", 2400, 1e-3, {"num_visual_tokens_choices": [576]}),
-    "m3": ("m3", 1000, 5e-4, {}),
-    "mqt_stage1": ("mqt", 400, 1e-3, {"stage": 1}),
-    "mqt_stage2": ("mqt", 3600, 5e-4, {"stage": 2, "num_visual_tokens_choices": MQT_COUNTS}),
+    "plain": ("m3", 6000, 1e-3, {"num_visual_tokens_choices": [FULL_GRID]}),
+    "m3": ("m3", 3000, 5e-4, {}),
+    "mqt_stage1": ("mqt", 3000, 1e-3, {"stage": 1}),
+    "mqt_stage2": ("mqt", 12000, 5e-4, {"stage": 2, "num_visual_tokens_choices": MQT_COUNTS}),
 }
+# The count chooser of `num_visual_tokens="auto"`: trained on the model's own right and wrong answers on this many
+# training items at each candidate count, its threshold set on the validation split.
+CHOOSER_TRAIN_ITEMS = 4000
 
 
 def write_llava_records(split, folder: Path) -> Path:
@@ -147,7 +162,7 @@ def train_all(output: Path, seed: int = 0, steps_scale: float = 1.0, batch_size:
     timings = {}
 
     torch.manual_seed(seed)
-    plain = M3LlavaForConditionalGeneration(M3LlavaConfig(**kwargs, matryoshka_scales=[576]))
+    plain = M3LlavaForConditionalGeneration(M3LlavaConfig(**kwargs, matryoshka_scales=[FULL_GRID]))
     init_vision_positions(plain)
     pretrained = work / "vision_pretraining" / "final"
     if (pretrained / "config.json").exists():
@@ -161,22 +176,55 @@ def train_all(output: Path, seed: int = 0, steps_scale: float = 1.0, batch_size:
     llava = LlavaForConditionalGeneration(LlavaConfig(**kwargs))
     llava.load_state_dict(plain.state_dict())
     save(llava, processor, output / "llava")
-    report_validation("plain", plain, processor, validation, [576])
+    report_validation("plain", plain, processor, validation, [FULL_GRID])
 
     m3 = M3LlavaForConditionalGeneration(M3LlavaConfig(**kwargs))
     transfer(plain, m3)
     m3, timings["m3"] = train_stage("m3", m3, processor, data, work, seed, steps_scale, batch_size)
+    report_validation("m3", m3, processor, validation, M3_COUNTS)
+    timings["m3_chooser"] = add_count_chooser("m3", m3, processor, benchmark, M3_COUNTS, work, seed, steps_scale)
     save(m3, processor, output / "m3")
-    report_validation("m3", m3, processor, validation, [1, 9, 36, 144, 576])
 
     torch.manual_seed(seed)
-    mqt = MQTLlavaForConditionalGeneration(MQTLlavaConfig(**kwargs, num_queries=NUM_QUERIES, query_num_heads=4))
+    mqt = MQTLlavaForConditionalGeneration(MQTLlavaConfig(**kwargs, num_queries=NUM_QUERIES, query_num_heads=3))
     transfer(plain, mqt)
     mqt, timings["mqt_stage1"] = train_stage("mqt_stage1", mqt, processor, data, work, seed, steps_scale, batch_size)
     mqt, timings["mqt_stage2"] = train_stage("mqt_stage2", mqt, processor, data, work, seed, steps_scale, batch_size)
+    report_validation("mqt", mqt, processor, validation, MQT_REPORTED)
+    timings["mqt_chooser"] = add_count_chooser("mqt", mqt, processor, benchmark, MQT_REPORTED, work, seed, steps_scale)
     save(mqt, processor, output / "mqt")
-    report_validation("mqt", mqt, processor, validation, MQT_COUNTS)
     return timings
+
+
+def add_count_chooser(name: str, model, processor, benchmark, counts, work: Path, seed: int, steps_scale: float):
+    """Train the model's `num_visual_tokens="auto"` chooser on training items, its threshold set on validation
+    (kept in `work/<name>_chooser`, like a stage); returns minutes spent."""
+    finished = work / f"{name}_chooser" / "final"
+    if (finished / "config.json").exists():
+        trained = type(model).from_pretrained(finished)
+        model.config.count_chooser_counts = trained.config.count_chooser_counts
+        model.config.count_chooser_threshold = trained.config.count_chooser_threshold
+        model.config.count_chooser_hidden_size = trained.config.count_chooser_hidden_size
+        model.model.build_count_chooser(model.config)
+        model.model.count_chooser.load_state_dict(trained.model.count_chooser.state_dict())
+        print(f"[{name} chooser] already trained in {finished}, reusing it", flush=True)
+        return 0.0
+    from matryoshka_llava.training.count_chooser import train_count_chooser
+
+    start = time.perf_counter()
+    train = benchmark["train"]
+    train = train.select(range(min(len(train), max(8, round(CHOOSER_TRAIN_ITEMS * steps_scale)))))
+    report = train_count_chooser(
+        model.eval(), processor, train, benchmark["validation"], counts, columns=EVAL_COLUMNS,
+        steps=max(1, round(2000 * steps_scale)), batch_size=50, max_new_tokens=4, seed=seed,
+    )
+    picked = report["calibration"]["picked"]
+    print(f"[{name} chooser] validation: accuracy {100 * picked['accuracy']:.1f}% at {picked['mean_visual_tokens']:.1f} "
+          f"tokens on average (threshold {picked['threshold']}); best fixed count "
+          f"{report['calibration']['best_fixed_count']}: {100 * report['calibration']['best_fixed_accuracy']:.1f}%",
+          flush=True)
+    save(model, processor, finished)
+    return (time.perf_counter() - start) / 60
 
 
 def main(argv=None) -> None:

@@ -3,8 +3,9 @@
 LLaVA never trains its vision tower from nothing: it starts from CLIP. A ViT trained from random weights only
 through the language model's answers sits on a long plateau (the answer can only teach features once attention
 finds the right tokens, and attention only finds them once features are telling), so the tiny tower first learns
-dense patch labels of the synthetic scenes (what kind of thing each patch shows, and which letter a box holds)
-with linear heads that are then thrown away. No question, answer or token reduction is involved: every model built
+dense patch labels of the synthetic scenes (what kind of thing each patch shows, which letter a box holds, and
+where the patch is: its row and column, as CLIP's features also say where things are) with linear heads that are
+then thrown away. No question, answer or token reduction is involved: every model built
 on the tower (plain, M3, MQT) starts from the same pretrained features, as LLaVA-1.5, M3 and MQT all start from CLIP.
 """
 
@@ -15,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .shapes_benchmark import FAMILIES, GLYPHS, SHAPES, make_item
+from .shapes_benchmark import FAMILIES, GLYPHS, IMAGE_SIZE, SHAPES, make_item
 from .tiny_architecture import PATCH_SIZE
 
 
@@ -27,17 +28,26 @@ def patch_labels(label_map, patch_size: int = PATCH_SIZE) -> np.ndarray:
 
 
 class PatchLabelHeads(nn.Module):
-    def __init__(self, hidden_size: int):
+    def __init__(self, hidden_size: int, grid_side: int):
         super().__init__()
         self.kind = nn.Linear(hidden_size, len(SHAPES) + 2)
         self.letter = nn.Linear(hidden_size, len(GLYPHS) + 1)
+        self.row = nn.Linear(hidden_size, grid_side)
+        self.column = nn.Linear(hidden_size, grid_side)
+        self.grid_side = grid_side
 
-    def losses(self, features: torch.Tensor, kinds: torch.Tensor, letters: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def losses(self, features: torch.Tensor, kinds: torch.Tensor, letters: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(kind, letter, position) losses of (batch, patches, hidden) features."""
         kind_loss = nn.functional.cross_entropy(self.kind(features).flatten(0, 1), kinds.flatten())
         letter_logits = self.letter(features).flatten(0, 1)
         inside_box = letters.flatten() > 0  # which letter only matters where there is a box
         letter_loss = nn.functional.cross_entropy(letter_logits[inside_box], letters.flatten()[inside_box])
-        return kind_loss, letter_loss
+        cells = torch.arange(features.shape[1], device=features.device).expand(features.shape[0], -1).flatten()
+        rows, columns = cells // self.grid_side, cells % self.grid_side
+        position_loss = nn.functional.cross_entropy(self.row(features).flatten(0, 1), rows) + nn.functional.cross_entropy(
+            self.column(features).flatten(0, 1), columns
+        )
+        return kind_loss, letter_loss, position_loss
 
 
 def scene_batch(rng: random.Random, image_processor, batch_size: int):
@@ -56,7 +66,7 @@ def pretrain_vision_tower(model, image_processor, steps: int = 600, batch_size: 
     """Train `model.model.vision_tower` (in place) on dense patch labels; returns minutes spent."""
     torch.manual_seed(seed)
     rng = random.Random(seed + 12345)  # a stream of fresh scenes, apart from the benchmark's splits
-    heads = PatchLabelHeads(model.config.vision_config.hidden_size)
+    heads = PatchLabelHeads(model.config.vision_config.hidden_size, IMAGE_SIZE // PATCH_SIZE)
     tower = model.model.vision_tower.train()
     parameters = list(tower.parameters()) + list(heads.parameters())
     optimizer = torch.optim.AdamW(parameters, lr=learning_rate, weight_decay=0.0)
@@ -65,12 +75,12 @@ def pretrain_vision_tower(model, image_processor, steps: int = 600, batch_size: 
     for step in range(1, steps + 1):
         pixel_values, kinds, letters = scene_batch(rng, image_processor, batch_size)
         features = model.model.get_vision_features(pixel_values)
-        kind_loss, letter_loss = heads.losses(features, kinds, letters)
-        (kind_loss + letter_loss).backward()
+        kind_loss, letter_loss, position_loss = heads.losses(features, kinds, letters)
+        (kind_loss + letter_loss + position_loss).backward()
         optimizer.step()
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
         if step % log_every == 0 or step == steps:
             print(f"[vision pretraining] step {step}/{steps} kind loss {kind_loss.item():.3f} "
-                  f"letter loss {letter_loss.item():.3f}", flush=True)
+                  f"letter loss {letter_loss.item():.3f} position loss {position_loss.item():.3f}", flush=True)
     return (time.perf_counter() - start) / 60

@@ -58,10 +58,13 @@ def _label(results: dict) -> str:
     return f"{name} + {results['baseline']}" if results.get("baseline") else name
 
 
-def plot_tradeoff(results, path: str | os.PathLike, *, by_category: bool = False, labels=None, title: str | None = None):
+def plot_tradeoff(results, path: str | os.PathLike, *, by_category: bool = False, labels=None, title: str | None = None,
+                  categories=None, chance: dict | None = None):
     """Plot the main metric against visual tokens (log x) for one or several results dicts, the oracle as a star.
 
-    by_category: one panel per category (plus "overall"), each with a line per results dict. Returns the path.
+    by_category: one panel per category (plus "overall"), each with a line per results dict; `categories` orders the
+    panels (default: sorted). `chance`: {panel: accuracy of guessing}, drawn as a dotted line. Runs are drawn with
+    their own marker and line style, slightly apart on x, so that equal values do not hide a series. Returns the path.
     """
     import matplotlib
 
@@ -75,12 +78,16 @@ def plot_tradeoff(results, path: str | os.PathLike, *, by_category: bool = False
     metric = runs[0]["metric"]
     panels = ["overall"]
     if by_category:
-        panels += sorted({category for run in runs for category in run.get("categories") or []})
+        present = {category for run in runs for category in run.get("categories") or []}
+        panels += [category for category in categories if category in present] if categories else sorted(present)
     columns = min(len(panels), 3)
     rows = (len(panels) + columns - 1) // columns
     figure, axes = plt.subplots(rows, columns, figsize=(5 * columns, 3.8 * rows), squeeze=False)
     for axis, panel in zip(axes.flat, panels):
-        for run, label in zip(runs, labels):
+        for index, (run, label) in enumerate(zip(runs, labels)):
+            # A few percent apart on the log x axis: identical accuracies stay visible side by side.
+            shift = 1.06 ** (index - (len(runs) - 1) / 2)
+            style = {"marker": "osv^D"[index % 5], "linestyle": ("-", "--", "-.", ":")[index % 4]}
             points = [
                 (row["num_visual_tokens"], row["metrics"][metric] if panel == "overall" else row["by_category"].get(panel, {}).get(metric))
                 for row in run["per_k"]
@@ -88,10 +95,10 @@ def plot_tradeoff(results, path: str | os.PathLike, *, by_category: bool = False
             points = [(count, value) for count, value in points if value is not None]
             if not points:
                 continue
-            line = axis.plot([c for c, _ in points], [100 * v for _, v in points], marker="o", label=label)[0]
+            line = axis.plot([c * shift for c, _ in points], [100 * v for _, v in points], label=label, **style)[0]
             oracle = run["oracle"] if panel == "overall" else run["oracle"].get("by_category", {}).get(panel)
             if oracle:
-                axis.plot([max(oracle["mean_visual_tokens"], 1)], [100 * oracle["accuracy"]], marker="*",
+                axis.plot([max(oracle["mean_visual_tokens"], 1) * shift], [100 * oracle["accuracy"]], marker="*",
                           markersize=13, linestyle="none", color=line.get_color())
             auto = run.get("auto")
             if auto:
@@ -99,8 +106,10 @@ def plot_tradeoff(results, path: str | os.PathLike, *, by_category: bool = False
                 tokens = (auto["mean_visual_tokens"] if panel == "overall"
                           else auto["mean_visual_tokens_by_category"].get(panel))
                 if value is not None and tokens is not None:
-                    axis.plot([max(tokens, 1)], [100 * value], marker="D", markersize=8, linestyle="none",
+                    axis.plot([max(tokens, 1) * shift], [100 * value], marker="P", markersize=9, linestyle="none",
                               markerfacecolor="none", markeredgewidth=2, color=line.get_color())
+        if chance and panel in chance:
+            axis.axhline(100 * chance[panel], color="gray", linestyle=":", linewidth=1, label="chance" if panel == panels[0] else None)
         axis.set_xscale("log")
         counts = sorted({row["num_visual_tokens"] for run in runs for row in run["per_k"]})
         axis.set_xticks(counts, [str(count) for count in counts])
@@ -113,7 +122,7 @@ def plot_tradeoff(results, path: str | os.PathLike, *, by_category: bool = False
     for axis in list(axes.flat)[len(panels):]:
         axis.axis("off")
     has_auto = any(run.get("auto") for run in runs)
-    axes.flat[0].legend(fontsize=8, title="* = oracle" + (", \u25c7 = auto" if has_auto else ""), title_fontsize=8)
+    axes.flat[0].legend(fontsize=8, title="* = oracle" + (", + = auto" if has_auto else ""), title_fontsize=8)
     figure.suptitle(title or f"{runs[0]['dataset']}: {metric} vs visual tokens")
     return save_figure(figure, path)
 

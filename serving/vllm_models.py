@@ -251,8 +251,8 @@ class _MatryoshkaLlavaForVllm(nn.Module, SupportsMultiModal, SupportsPP):
         return self.language_model.compute_logits(hidden_states)
 
     def load_weights(self, weights: Iterable[tuple[str, torch.Tensor]]) -> set[str]:
-        loader = AutoWeightsLoader(self, ignore_unexpected_prefixes=UNSERVED_WEIGHTS)
-        return loader.load_weights(weights, mapper=self.hf_to_vllm_mapper)
+        served = ((name, weight) for name, weight in weights if not name.startswith(tuple(UNSERVED_WEIGHTS)))
+        return AutoWeightsLoader(self).load_weights(served, mapper=self.hf_to_vllm_mapper)
 
 
 @MULTIMODAL_REGISTRY.register_processor(

@@ -12,7 +12,9 @@ from matryoshka_llava.demo.shapes_benchmark import (
     FAMILIES,
     GLYPHS,
     QUADRANTS,
+    REGIONS,
     SHAPES,
+    STROKE,
     build_shapes_benchmark,
     make_item,
     sample_scene,
@@ -60,24 +62,31 @@ def test_answers_match_the_drawn_scene(seed):
         if family == "global":
             assert tuple(pixels[kinds == 0][0]) == BACKGROUNDS[answer]
         elif family == "reading":
+            # Four boxes, one per quadrant, each with its letter's strokes in black inside the white box.
+            quadrant = question.removeprefix("What letter is in the ").removesuffix(" box?")
+            assert quadrant in QUADRANTS and facts["letters"][quadrant] == answer
             letter_ids = np.asarray(facts["letter_map"])
-            assert set(np.unique(letter_ids)) == {0, list(GLYPHS).index(answer) + 1}
-            # The glyph's black strokes are drawn inside the white box.
-            box = pixels[letter_ids > 0]
-            assert (box == 0).all(axis=1).sum() == 4 * sum(row.count("1") for row in GLYPHS[answer])
+            assert set(np.unique(letter_ids)) == {0} | {list(GLYPHS).index(letter) + 1 for letter in facts["letters"].values()}
+            strokes = sum(row.count("1") for letter in facts["letters"].values() for row in GLYPHS[letter])
+            assert (pixels[letter_ids > 0] == 0).all(axis=1).sum() == STROKE * STROKE * strokes
+            assert not (pixels[letter_ids == 0] == 0).all(axis=1).any()  # no black outside the boxes
         elif family == "counting":
             shape = question.split()[2][:-1]
             assert sum(item["shape"] == shape for item in facts["shapes"]) == int(answer)
         else:
             shape = question.split()[-1].rstrip("?")
-            assert [item["quadrant"] for item in facts["shapes"] if item["shape"] == shape] == [answer]
-            assert answer in QUADRANTS and shape in SHAPES
+            assert [item["region"] for item in facts["shapes"] if item["shape"] == shape] == [answer]
+            assert answer in REGIONS and shape in SHAPES
+            # The region is where the shape's pixels are (each region is 48 px square, 3x3 of them).
+            ys, xs = np.nonzero(kinds == SHAPES.index(shape) + 1)
+            row, column = REGIONS.index(answer) // 3, REGIONS.index(answer) % 3
+            assert (ys // 48 == row).all() and (xs // 48 == column).all()
 
 
 def test_sample_scene_answers_are_true():
     image, rows = sample_scene(0)
     assert [row["family"] for row in rows] == list(FAMILIES)
-    assert image.size == (96, 96)
+    assert image.size == (144, 144)
 
 
 def test_tiny_processor_gives_one_placeholder_and_known_words():
@@ -92,7 +101,7 @@ def test_tiny_processor_gives_one_placeholder_and_known_words():
         assert processor.tokenizer.unk_token_id not in ids
         assert processor.tokenizer(row["answer"], add_special_tokens=False)["input_ids"]
         assert processor.tokenizer.unk_token_id not in processor.tokenizer(row["answer"])["input_ids"]
-        assert inputs["pixel_values"].shape == (1, 3, 96, 96)
+        assert inputs["pixel_values"].shape == (1, 3, 144, 144)
 
 
 def test_training_recipe_end_to_end_and_resume(tmp_path, capsys):
@@ -105,7 +114,7 @@ def test_training_recipe_end_to_end_and_resume(tmp_path, capsys):
     torch.set_num_threads(1)
     sizes = {"train": 16, "validation": 4, "test": 4}
     timings = train_all(tmp_path / "models", steps_scale=0.0015, batch_size=4, work=tmp_path / "work", split_sizes=sizes)
-    assert set(timings) == {"vision_pretraining", "plain", "m3", "mqt_stage1", "mqt_stage2"}
+    assert set(timings) == {"vision_pretraining", "plain", "m3", "m3_chooser", "mqt_stage1", "mqt_stage2", "mqt_chooser"}
     types = {name: AutoConfig.from_pretrained(tmp_path / "models" / name).model_type for name in ("llava", "m3", "mqt")}
     assert types == {"llava": "llava", "m3": "m3_llava", "mqt": "mqt_llava"}
     assert not list((tmp_path / "models").glob("*.partial"))
@@ -124,39 +133,46 @@ def test_training_recipe_end_to_end_and_resume(tmp_path, capsys):
     from matryoshka_llava.demo.cards import write_demo_cards
 
     results = write_demo_cards(tmp_path / "models", num_items=4)
-    for name, counts in {"m3": [1, 9, 36, 144, 576], "mqt": [1, 9, 36, 144, 256], "llava": [1, 9, 36, 144, 576]}.items():
+    for name, counts in {"m3": [1, 9, 36, 144], "mqt": [1, 9, 36, 64], "llava": [1, 9, 36, 144]}.items():
         card = (tmp_path / "models" / name / "README.md").read_text()
         assert [row["num_visual_tokens"] for row in results[name]["per_k"]] == counts
+        assert (results[name]["auto"] is not None) == (name != "llava")
         assert "shapes-benchmark" in card and "license: apache-2.0" in card
         assert "matryoshka_llava.demo.train_tiny_models" in card
         stored = sorted(path.name for path in (tmp_path / "models" / name / "evaluation").glob("*.json"))
         assert stored == ["cost.json", f"shapes-benchmark-test{'-average_pooling' if name == 'llava' else ''}.json"]
-        assert "GFLOPs" in card
+        assert "FLOPs" in card
     assert "average_pooling" in (tmp_path / "models" / "llava" / "README.md").read_text()
     m3_card = (tmp_path / "models" / "m3" / "README.md").read_text()
     assert "Demo targets on this test split" in m3_card and "at 36 tokens" in m3_card
-    summary = next(line for line in m3_card.splitlines() if line.startswith("- Source checkpoint:"))
-    assert summary.count("(met)") + summary.count("(missed)") == 5
+    summary = next(line for line in m3_card.splitlines() if "Demo targets on this test split" in line)
+    assert summary.count("(met)") + summary.count("(missed)") == 7  # overall, families, coarse, fine, 9, 36, auto
 
 
 def test_target_summary_checks_each_target_against_the_results():
     from matryoshka_llava.demo.cards import target_summary
 
-    def results(per_family_by_count):
-        return {"metric": "exact_match", "per_k": [
-            {"num_visual_tokens": count, "metrics": {"exact_match": sum(families.values()) / 4},
-             "by_category": {family: {"exact_match": value} for family, value in families.items()}}
-            for count, families in per_family_by_count.items()]}
+    def results(per_family_by_count, auto=None):
+        rows = [{"num_visual_tokens": count, "metrics": {"exact_match": sum(families.values()) / 4},
+                 "by_category": {family: {"exact_match": value} for family, value in families.items()}}
+                for count, families in per_family_by_count.items()]
+        return {"metric": "exact_match", "per_k": rows, "oracle": {"accuracy": 0.97, "mean_visual_tokens": 8.0},
+                "auto": auto and {"metrics": {"exact_match": auto[0]}, "mean_visual_tokens": auto[1]}}
 
-    good = {count: {"global": 1.0, "layout": 0.9, "counting": 0.9, "reading": 0.9 if count == 576 else 0.1}
-            for count in (1, 9, 36, 144, 576)}
-    pooled = {count: {"global": 0.5, "layout": 0.5, "counting": 0.5, "reading": 0.1} for count in (1, 9, 36, 144, 576)}
-    text = target_summary("m3", {"m3": results(good), "llava": results(pooled)})
-    assert text.count("(met)") == 5 and "(missed)" not in text
-    good[576]["reading"] = 0.3  # now only 20 points above 1 token, and overall below 80%
-    text = target_summary("m3", {"m3": results(good), "llava": results(pooled)})
-    assert "reading at full >= 30 points above 1 token: 30.0 vs 10.0 (missed)" in text
-    assert ">= 80% overall at 576 tokens: 77.5% (missed)" in text
+    good = {count: {"global": 1.0, "layout": 0.9, "counting": 0.9, "reading": 0.9 if count == 144 else 0.1}
+            for count in (1, 9, 36, 144)}
+    pooled = {count: {"global": 0.5, "layout": 0.5, "counting": 0.5, "reading": 0.1} for count in (1, 9, 36, 144)}
+    text = target_summary("m3", {"m3": results(good, auto=(0.92, 40.0)), "llava": results(pooled)})
+    assert text.count("(met)") == 7 and "(missed)" not in text, text
+    good[144]["reading"] = 0.45  # now only 35 points above 1 token, a family below 70% and overall below 85%
+    text = target_summary("m3", {"m3": results(good, auto=(0.92, 60.0)), "llava": results(pooled)})
+    assert "reading at full >= 40 points above 1 token: 45.0 vs 10.0 (missed)" in text
+    assert ">= 85% overall at 144 tokens: 81.2% (missed)" in text
+    assert "every family >= 70% at 144 tokens: lowest reading 45.0% (missed)" in text
+    # 60 tokens are more than 40% of the best fixed count's 144 (the best: 144 at 81.2%).
+    assert '"auto" within 2 points of the best fixed count (144) with <= 40% of its tokens: 92.0% at 60.0 tokens' in text
+    assert "oracle 97.0% at 8.0 (missed)" in text
+    assert target_summary("llava", {"llava": results(good)}).count("(missed)") == 1
     torch.set_num_threads(2)
 
 
@@ -167,16 +183,19 @@ def test_demo_runs_the_shipped_models(tmp_path, capsys):
         model, processor = load_demo_model(name)
         assert model.config.model_type == f"{name}_llava" and processor.tokenizer.convert_tokens_to_ids("<image>")
     report = run_demo(
-        counts={"m3": [1, 576], "mqt": [1, 256], "llava": [9]}, num_items=8, output_dir=tmp_path, batch_size=8
+        counts={"m3": [1, 144, "auto"], "mqt": [1, 64, "auto"], "llava": [9]}, num_items=8, output_dir=tmp_path,
+        batch_size=8
     )
     out = capsys.readouterr().out
-    for label in ("=== M3", "=== MQT", "=== plain LLaVA + avg pooling", "oracle: accuracy", "Sample image"):
+    for label in ("=== M3", "=== MQT", "=== plain LLaVA + avg pooling", "oracle", "chance", "auto", "Sample image"):
         assert label in out
     assert report["plot"].exists() and report["plot"].stat().st_size > 0
-    assert [row["num_visual_tokens"] for row in report["m3"]["results"]["per_k"]] == [1, 576]
-    assert set(report["mqt"]["latency_ms"]) == {1, 256}
+    assert [row["num_visual_tokens"] for row in report["m3"]["results"]["per_k"]] == [1, 144]
+    assert report["m3"]["results"]["auto"]["mean_visual_tokens"] >= 1
+    assert set(report["mqt"]["latency_ms"]) == {1, 64}
+    assert all(spread["q1"] <= spread["median"] <= spread["q3"] for spread in report["mqt"]["latency_ms"].values())
     assert report["llava"]["results"]["num_items"] == 8
-    assert len(report["m3"]["sample"]) == 4 and all(576 in row for row in report["m3"]["sample"])
+    assert len(report["m3"]["sample"]) == 4 and all(144 in row and "auto" in row for row in report["m3"]["sample"])
     assert (MODELS_DIR / "m3" / "README.md").exists()
 
 

@@ -84,9 +84,9 @@ class MatryoshkaLlavaProcessor(ProcessorMixin):
         Args:
             images: PIL images, numpy arrays, torch tensors, file paths or bytes (one, a list, or a list per sample).
             text (`str` or `list[str]`): prompts holding one `image_token` per image, in order.
-            num_visual_tokens (`int` or `list[int]`, *optional*): expand each placeholder to this many tokens now
-                (one value, or one per image). By default placeholders stay compact and the model expands them,
-                so one call serves every count.
+            num_visual_tokens (`int`, `list[int]` or `"auto"`, *optional*): expand each placeholder to this many
+                tokens now (one value, or one per image). By default (and with `"auto"`, where the model chooses)
+                placeholders stay compact and the model expands them, so one call serves every count.
             return_tensors: as for the tokenizer; other keyword arguments (padding, padding_side, ...) go to it.
         """
         texts = [text] if isinstance(text, str) else list(text) if text is not None else []
@@ -99,7 +99,8 @@ class MatryoshkaLlavaProcessor(ProcessorMixin):
                 f"The text holds {num_runs} `{self.image_token}` placeholders but {num_images} images were given: "
                 "give one placeholder per image (separate adjacent images by at least one other character)."
             )
-        if num_visual_tokens is not None:
+        # "auto": the model chooses each image's count at generate time, so the placeholders stay compact.
+        if num_visual_tokens is not None and not (isinstance(num_visual_tokens, str) and num_visual_tokens == "auto"):
             texts = self._expand_placeholders(texts, run_pattern, num_visual_tokens, num_images)
         data = dict(image_inputs)
         if texts:

@@ -3,6 +3,7 @@
 import math
 from typing import Literal
 
+from .count_chooser import check_count_chooser_fields
 from .token_reducers import VISUAL_TOKEN_REDUCTIONS
 from .transformers_imports import LlavaConfig
 from .visual_token_counts import check_count, is_integer, nested_pooling_scales, patch_grid_side
@@ -22,6 +23,13 @@ class M3LlavaConfig(LlavaConfig):
     visual_token_reduction (`str`, *optional*, defaults to `"average_pooling"`):
         How the grid is reduced: `"average_pooling"` (M3) or one of the training-free baselines of the M3 paper,
         `"spatial_sampling"` (a regular strided sub-grid) and `"sequential_sampling"` (the first k tokens).
+    count_chooser_counts (`list[int]`, *optional*):
+        The counts `num_visual_tokens="auto"` chooses among (see `count_chooser`); None: the model has no chooser.
+    count_chooser_hidden_size (`int`, *optional*, defaults to 64):
+        Width of the chooser's hidden layer.
+    count_chooser_threshold (`float`, *optional*, defaults to 0.5):
+        "auto" takes the smallest candidate whose predicted probability of a right answer reaches it: lower spends
+        fewer tokens, higher answers more questions right.
 
     Example:
 
@@ -37,10 +45,14 @@ class M3LlavaConfig(LlavaConfig):
     matryoshka_scales: list[int] | None = None
     num_visual_tokens: int | None = None
     visual_token_reduction: Literal["average_pooling", "spatial_sampling", "sequential_sampling"] = "average_pooling"
+    count_chooser_counts: list[int] | None = None
+    count_chooser_hidden_size: int = 64
+    count_chooser_threshold: float = 0.5
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
         resolve_m3_fields(self)
+        check_count_chooser_fields(self)
 
     @property
     def valid_num_visual_tokens(self) -> list[int]:

@@ -2,6 +2,7 @@
 
 import math
 
+from .count_chooser import check_count_chooser_fields
 from .transformers_imports import LlavaConfig
 from .visual_token_counts import check_count, is_integer
 
@@ -26,6 +27,13 @@ class MQTLlavaConfig(LlavaConfig):
     projector_is_trained (`bool`, *optional*, defaults to `True`):
         `False` for a checkpoint whose query transformer was freshly initialised (e.g. converted from plain
         LLaVA-1.5) and still needs training.
+    count_chooser_counts (`list[int]`, *optional*):
+        The counts `num_visual_tokens="auto"` chooses among (see `count_chooser`); None: the model has no chooser.
+    count_chooser_hidden_size (`int`, *optional*, defaults to 64):
+        Width of the chooser's hidden layer.
+    count_chooser_threshold (`float`, *optional*, defaults to 0.5):
+        "auto" takes the smallest candidate whose predicted probability of a right answer reaches it: lower spends
+        fewer tokens, higher answers more questions right.
 
     Example:
 
@@ -43,6 +51,9 @@ class MQTLlavaConfig(LlavaConfig):
     image_dependent_keys: bool = False
     num_visual_tokens: int | None = None
     projector_is_trained: bool = True
+    count_chooser_counts: list[int] | None = None
+    count_chooser_hidden_size: int = 64
+    count_chooser_threshold: float = 0.5
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
@@ -57,6 +68,7 @@ class MQTLlavaConfig(LlavaConfig):
             self.num_visual_tokens = self.num_queries
         self.num_visual_tokens = check_count(self.num_visual_tokens, self.valid_num_visual_tokens)
         self.image_seq_length = self.num_queries
+        check_count_chooser_fields(self)
 
     @property
     def query_hidden_size(self) -> int:

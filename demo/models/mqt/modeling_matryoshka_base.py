@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .count_chooser import VisualTokenCountChooser, pick_counts
 from .image_placeholders import ImageRun, check_runs_match_images, expand_image_placeholders, find_image_runs
 from .modeling_matryoshka_outputs import MatryoshkaCausalLMOutputWithPast, MatryoshkaModelOutputWithPast
 from .transformers_imports import (
@@ -67,6 +68,76 @@ class PreparedImages:
     image_layouts: list | None
 
 
+@dataclass
+class PackedScales:
+    """Every count's sequence of a sample in one row, for one language-model pass over all counts.
+
+    `labels_per_scale[i]` keeps only count i's labels (and never one that would be predicted across two counts'
+    sequences); `unpack` gives a per-token tensor of one count back in that count's own (batch, seq) layout.
+    """
+
+    input_ids: torch.Tensor  # (batch, packed length)
+    position_ids: torch.Tensor  # (batch, packed length), restarting at 0 for each count's sequence
+    image_features: list[torch.Tensor]  # in placeholder order of the packed rows
+    labels_per_scale: list[torch.Tensor]  # (batch, packed length) each
+    placements: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[int, int]]]  # per count: rows, packed
+    # positions, own positions of its real tokens, and its own (batch, seq) shape
+
+    def unpack(self, values: torch.Tensor, scale: int) -> torch.Tensor:
+        rows, packed_positions, own_positions, shape = self.placements[scale]
+        out = values.new_zeros(*shape, *values.shape[2:])
+        out[rows, own_positions] = values[rows, packed_positions]
+        return out
+
+
+def pack_scale_sequences(scales, image_token_id: int, pad_token_id: int) -> PackedScales:
+    """`scales`: per count, (`PreparedImages`, per-image features). Real tokens (attention mask 1) of each count are
+    concatenated row by row; rows are right-padded, the padding a sequence of its own that nothing attends to."""
+    batch = scales[0][0].input_ids.shape[0]
+    row_ids, row_positions, row_labels = [[] for _ in range(batch)], [[] for _ in range(batch)], [[] for _ in range(batch)]
+    row_features = [[] for _ in range(batch)]
+    spans = []  # per count: per row, (packed start, own positions)
+    for index, (prepared, features) in enumerate(scales):
+        ids, mask, labels = prepared.input_ids, prepared.attention_mask, prepared.labels
+        keep = torch.ones_like(ids, dtype=torch.bool) if mask is None else mask.bool()
+        image_rows = [run.row for run in find_image_runs(ids, image_token_id)]
+        for image_row, image_features in zip(image_rows, features):
+            row_features[image_row].append(image_features)
+        row_spans = []
+        for row in range(batch):
+            own = keep[row].nonzero().squeeze(-1)
+            start = sum(part.shape[0] for part in row_ids[row])
+            row_ids[row].append(ids[row, own])
+            row_positions[row].append(torch.arange(own.shape[0], device=ids.device))
+            scale_labels = labels[row, own].clone()
+            scale_labels[0] = -100  # its first token is never predicted from the previous count's sequence
+            row_labels[row].append((index, scale_labels))
+            row_spans.append((start, own))
+        spans.append(row_spans)
+    length = max(sum(part.shape[0] for part in parts) for parts in row_ids)
+    device = scales[0][0].input_ids.device
+    input_ids = torch.full((batch, length), pad_token_id, dtype=scales[0][0].input_ids.dtype, device=device)
+    position_ids = torch.zeros((batch, length), dtype=torch.long, device=device)
+    labels_per_scale = [torch.full((batch, length), -100, dtype=torch.long, device=device) for _ in scales]
+    for row in range(batch):
+        ids = torch.cat(row_ids[row])
+        input_ids[row, : ids.shape[0]] = ids
+        position_ids[row, : ids.shape[0]] = torch.cat(row_positions[row])
+        position_ids[row, ids.shape[0] :] = torch.arange(length - ids.shape[0], device=device)
+        start = 0
+        for index, scale_labels in row_labels[row]:
+            labels_per_scale[index][row, start : start + scale_labels.shape[0]] = scale_labels
+            start += scale_labels.shape[0]
+    placements = []
+    for (prepared, _), row_spans in zip(scales, spans):
+        rows = torch.cat([torch.full_like(own, row) for row, (_, own) in enumerate(row_spans)])
+        packed_positions = torch.cat([start + torch.arange(own.shape[0], device=device) for start, own in row_spans])
+        own_positions = torch.cat([own for _, own in row_spans])
+        placements.append((rows, packed_positions, own_positions, tuple(prepared.input_ids.shape)))
+    features = [image_features for row in row_features for image_features in row]
+    return PackedScales(input_ids, position_ids, features, labels_per_scale, placements)
+
+
 class MatryoshkaLlavaPreTrainedModel(PreTrainedModel):
     """The capabilities transformers' LLaVA declares (attention back ends, compile, gradient checkpointing)."""
 
@@ -117,10 +188,19 @@ class MatryoshkaLlavaModelBase(MatryoshkaLlavaPreTrainedModel):
         self.vision_tower = AutoModel.from_config(config.vision_config)
         self.multi_modal_projector = self.build_projector(config)
         self.language_model = AutoModel.from_config(config.text_config)
+        self.build_count_chooser(config)
         self.post_init()
 
     def build_projector(self, config) -> nn.Module:
         raise NotImplementedError
+
+    def build_count_chooser(self, config) -> None:
+        """The `num_visual_tokens="auto"` chooser, when the config names its candidate counts."""
+        if getattr(config, "count_chooser_counts", None):
+            width = config.text_config.hidden_size
+            self.count_chooser = VisualTokenCountChooser(
+                width, config.count_chooser_hidden_size, len(config.count_chooser_counts)
+            )
 
     def image_layouts(self, pixel_values: torch.Tensor, **image_inputs) -> list | None:
         """One layout per image: what, besides the count, decides how many tokens it becomes and where they go.
@@ -184,9 +264,13 @@ class MatryoshkaLlavaModelBase(MatryoshkaLlavaPreTrainedModel):
         expanded, as in transformers' LLaVA: they are the positions holding the image token's embedding.
         """
         num_images = pixel_values.shape[0]
-        requested = self.resolve_num_visual_tokens(num_visual_tokens, num_images)
         if image_layouts is None:
             image_layouts = self.image_layouts(pixel_values, **image_inputs)
+        if isinstance(num_visual_tokens, str) and num_visual_tokens == "auto":
+            num_visual_tokens = self.choose_num_visual_tokens(
+                pixel_values, input_ids, inputs_embeds, attention_mask, image_layouts=image_layouts
+            )
+        requested = self.resolve_num_visual_tokens(num_visual_tokens, num_images)
         layouts = image_layouts if image_layouts is not None else [None] * num_images
         if input_ids is None:
             runs = find_image_runs(self.placeholder_mask(None, inputs_embeds).long(), 1)
@@ -214,6 +298,58 @@ class MatryoshkaLlavaModelBase(MatryoshkaLlavaPreTrainedModel):
             padding_side=padding_side,
         )
         return PreparedImages(input_ids, attention_mask, labels, requested, image_layouts)
+
+    @torch.no_grad()
+    def choose_num_visual_tokens(
+        self,
+        pixel_values: torch.Tensor,
+        input_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        threshold: float | None = None,
+        image_layouts: list | None = None,
+        **image_inputs,
+    ) -> list[int]:
+        """What `num_visual_tokens="auto"` uses: one count per image, chosen by the count chooser from the question
+        (the text after the image) and the image at the smallest count. See `count_chooser`."""
+        if not hasattr(self, "count_chooser"):
+            raise ValueError(
+                'num_visual_tokens="auto" needs a count chooser, which this model has none of: pass a count, or train '
+                "one with matryoshka_llava.training.count_chooser.train_count_chooser."
+            )
+        if image_layouts is None:
+            image_layouts = self.image_layouts(pixel_values, **image_inputs)
+        question = self.question_features(input_ids, inputs_embeds, attention_mask, pixel_values.shape[0])
+        image = self.cheapest_image_features(pixel_values, image_layouts)
+        logits = self.count_chooser(question.to(image.dtype), image)  # (images, candidates)
+        threshold = self.config.count_chooser_threshold if threshold is None else threshold
+        return pick_counts(logits.float().sigmoid(), self.config.count_chooser_counts, threshold)
+
+    def cheapest_image_features(self, pixel_values: torch.Tensor, image_layouts: list | None) -> torch.Tensor:
+        """(images, text width): each image's visual tokens at the smallest count, averaged."""
+        encoded = self.encode_images(self.vision_tower_inputs(pixel_values, image_layouts))
+        smallest = min(self.config.valid_num_visual_tokens)
+        tokens = self.reduce_image_features(encoded, [smallest] * pixel_values.shape[0], image_layouts)
+        return torch.stack([image_tokens.mean(0) for image_tokens in tokens])
+
+    def question_features(self, input_ids, inputs_embeds, attention_mask, num_images: int) -> torch.Tensor:
+        """(images, text width): the mean embedding of the text after each image up to the next image (its
+        question and the assistant cue), padding left out."""
+        if inputs_embeds is None:
+            inputs_embeds = self.get_input_embeddings()(input_ids)
+        is_image = self.placeholder_mask(input_ids, inputs_embeds)
+        runs = find_image_runs(is_image.long(), 1)
+        check_runs_match_images(runs, num_images)
+        keep = torch.ones_like(is_image) if attention_mask is None or attention_mask.ndim != 2 else attention_mask.bool()
+        features = []
+        for index, run in enumerate(runs):
+            following = runs[index + 1].start if index + 1 < len(runs) and runs[index + 1].row == run.row else None
+            span = slice(run.start + run.length, following)
+            text = inputs_embeds[run.row, span][keep[run.row, span] & ~is_image[run.row, span]]
+            if text.shape[0] == 0:  # an image at the very end: its whole row is the context
+                text = inputs_embeds[run.row][keep[run.row] & ~is_image[run.row]]
+            features.append(text.mean(0))
+        return torch.stack(features)
 
     def placeholder_mask(self, input_ids: torch.Tensor | None, inputs_embeds: torch.Tensor) -> torch.Tensor:
         """(batch, seq) bool: where visual tokens go (with only `inputs_embeds`: the image token's embedding)."""
@@ -356,7 +492,9 @@ class MatryoshkaLlavaModelBase(MatryoshkaLlavaPreTrainedModel):
         if image_features is not None:
             image_features = torch.cat(list(image_features)).to(inputs_embeds.device, inputs_embeds.dtype)
             image_mask = self.placeholder_mask(input_ids, inputs_embeds)  # (batch, seq)
-            if int(image_mask.sum()) != image_features.shape[0]:
+            # Placeholders laid out by `prepare_images` hold exactly the features' tokens (checked there, on the
+            # host, once per call); only features the caller brings are counted here, as counting syncs the device.
+            if prepared_images is None and int(image_mask.sum()) != image_features.shape[0]:
                 raise ValueError(
                     f"{int(image_mask.sum())} image placeholder positions but {image_features.shape[0]} visual tokens."
                 )
@@ -491,6 +629,20 @@ class MatryoshkaLlavaForConditionalGenerationBase(MatryoshkaLlavaPreTrainedModel
         )
         return as_tuple_unless_return_dict(self, output, return_dict)
 
+    def enable_fast_path(self, **compile_kwargs) -> "MatryoshkaLlavaForConditionalGenerationBase":
+        """Compile the prefill's heavy parts and decode with a static cache; every count keeps working.
+
+        The vision tower and the language model are compiled with `torch.compile` (`compile_kwargs`, e.g.
+        `mode="reduce-overhead"` for CUDA graphs on a GPU); each count is its own sequence length, so each compiles
+        once, on first use. Placeholder expansion and count checks stay eager: they run once per request, on the
+        host. Generation uses `cache_implementation="static"`, with which transformers compiles decoding where it
+        supports it. Returns the model.
+        """
+        self.model.vision_tower.compile(**compile_kwargs)
+        self.model.language_model.compile(**compile_kwargs)
+        self.generation_config.cache_implementation = "static"
+        return self
+
     @staticmethod
     def _expansion_padding_side(attention_mask, labels) -> str:
         """Rows that grow unevenly are re-padded on the side the batch is already padded on (left for inference)."""
@@ -506,31 +658,41 @@ class MatryoshkaLlavaForConditionalGenerationBase(MatryoshkaLlavaPreTrainedModel
             raise ValueError("multi_scale_num_visual_tokens must hold at least one count.")
         for count in counts:
             self.model.resolve_num_visual_tokens(count, 1)
-        num_images = 0 if pixel_values is None else pixel_values.shape[0]
-        layouts, encoded = None, None
-        if num_images:
-            layouts = self.model.image_layouts(pixel_values, **(image_inputs or {}))
-            encoded = self.model.encode_images(self.model.vision_tower_inputs(pixel_values, layouts))
-        losses, logits = [], None
-        # Without images every count sees the same sequence: one forward serves them all.
-        for count in counts if num_images else counts[:1]:
-            if num_images:
-                prepared = self.model.prepare_images(
-                    pixel_values, input_ids, None, count, attention_mask, labels,
-                    padding_side=self._expansion_padding_side(attention_mask, labels), image_layouts=layouts,
-                )
-                ids, mask, count_labels = prepared.input_ids, prepared.attention_mask, prepared.labels
-                features = self.model.reduce_image_features(encoded, prepared.counts_per_image, layouts)
-            else:
-                ids, mask, count_labels, features = input_ids, attention_mask, labels, None
-            outputs = self.model(input_ids=ids, attention_mask=mask, image_features=features, return_dict=True, **kwargs)
+        vocab_size = self.config.text_config.vocab_size
+        if pixel_values is None or pixel_values.shape[0] == 0:  # every count sees the same text: one forward
+            outputs = self.model(input_ids=input_ids, attention_mask=attention_mask, return_dict=True, **kwargs)
             logits = self.lm_head(outputs.last_hidden_state)
-            losses.append(
-                self.loss_function(logits=logits, labels=count_labels, vocab_size=self.config.text_config.vocab_size, **kwargs)
+            loss = self.loss_function(logits=logits, labels=labels, vocab_size=vocab_size, **kwargs)
+            return MatryoshkaCausalLMOutputWithPast(
+                loss=loss, logits=logits, loss_per_num_visual_tokens=torch.stack([loss] * len(counts))
             )
-        loss_per_count = torch.stack(losses if num_images else losses * len(counts))
+        # The vision tower and projector run once; each count's sequence is laid out, then all counts of a sample
+        # are packed into one row (positions restart per count, so attention stays within each count's sequence)
+        # and the language model runs once for every count.
+        layouts = self.model.image_layouts(pixel_values, **(image_inputs or {}))
+        encoded = self.model.encode_images(self.model.vision_tower_inputs(pixel_values, layouts))
+        padding_side = self._expansion_padding_side(attention_mask, labels)
+        scales = []
+        for count in counts:
+            prepared = self.model.prepare_images(
+                pixel_values, input_ids, None, count, attention_mask, labels, padding_side=padding_side,
+                image_layouts=layouts,
+            )
+            features = self.model.reduce_image_features(encoded, prepared.counts_per_image, layouts)
+            scales.append((prepared, features))
+        pad_token_id = self.config.text_config.pad_token_id
+        packed = pack_scale_sequences(scales, self.config.image_token_id, pad_token_id if pad_token_id is not None else 0)
+        outputs = self.model(
+            input_ids=packed.input_ids, position_ids=packed.position_ids, image_features=packed.image_features,
+            use_cache=False, return_dict=True, **kwargs,
+        )
+        logits = self.lm_head(outputs.last_hidden_state)  # (batch, packed length, vocab)
+        loss_per_count = torch.stack([
+            self.loss_function(logits=logits, labels=scale_labels, vocab_size=vocab_size, **kwargs)
+            for scale_labels in packed.labels_per_scale
+        ])
         return MatryoshkaCausalLMOutputWithPast(
-            loss=loss_per_count.mean(), logits=logits, loss_per_num_visual_tokens=loss_per_count
+            loss=loss_per_count.mean(), logits=packed.unpack(logits, -1), loss_per_num_visual_tokens=loss_per_count
         )
 
     def prepare_inputs_for_generation(
@@ -548,9 +710,12 @@ class MatryoshkaLlavaForConditionalGenerationBase(MatryoshkaLlavaPreTrainedModel
                 model_inputs["pixel_values"] = pixel_values
         return model_inputs
 
-    def generate(self, inputs: torch.Tensor | None = None, *args, num_visual_tokens=None, **kwargs):
+    def generate(
+        self, inputs: torch.Tensor | None = None, *args, num_visual_tokens=None, count_chooser_threshold=None, **kwargs
+    ):
         r"""
-        `transformers.GenerationMixin.generate` plus `num_visual_tokens` (one value, or one per image).
+        `transformers.GenerationMixin.generate` plus `num_visual_tokens`: one value, one per image, or `"auto"`
+        (the model's count chooser picks one per image; `count_chooser_threshold` overrides its config value).
 
         Compact placeholders are expanded before generation and the returned sequences start with the prompt
         exactly as it was passed, so `out[:, input_ids.shape[1]:]` is the newly generated text as for any model.
@@ -566,8 +731,13 @@ class MatryoshkaLlavaForConditionalGenerationBase(MatryoshkaLlavaPreTrainedModel
             return super().generate(input_ids, *args, **kwargs)
 
         image_inputs = {name: kwargs[name] for name in self.model.image_input_names if kwargs.get(name) is not None}
+        attention_mask = kwargs.pop("attention_mask", None)
+        if isinstance(num_visual_tokens, str) and num_visual_tokens == "auto":
+            num_visual_tokens = self.model.choose_num_visual_tokens(
+                pixel_values, input_ids, None, attention_mask, count_chooser_threshold, **image_inputs
+            )
         prepared = self.model.prepare_images(
-            pixel_values, input_ids, None, num_visual_tokens, kwargs.pop("attention_mask", None), **image_inputs
+            pixel_values, input_ids, None, num_visual_tokens, attention_mask, **image_inputs
         )
         expanded_ids, counts = prepared.input_ids, prepared.counts_per_image
         if prepared.attention_mask is not None:

@@ -146,15 +146,57 @@ class MatryoshkaQueryTransformer(nn.Module):
 
     def forward(self, features: torch.Tensor, num_visual_tokens: int) -> torch.Tensor:
         """(N, side*side, hidden) visual features -> (N, num_visual_tokens, output_size)."""
-        num_images, num_patches, _ = features.shape
+        num_images, num_patches, hidden = features.shape
         side = math.isqrt(num_patches)
-        positions = resize_pos_embed(self.pos_embed, side).to(features.dtype)
-        keys = features + positions if self.image_dependent_keys else positions.expand(num_images, -1, -1)
         queries = self.query[:num_visual_tokens] + self.pos_embed[:num_visual_tokens].to(self.query.dtype)
-        out, _ = self.attn(
-            self.ln_q(queries).expand(num_images, -1, -1),
-            self.ln_k(keys),
-            self.ln_v(features),
-            need_weights=False,
-        )
+        if self.image_dependent_keys:
+            positions = resize_pos_embed(self.pos_embed, side).to(features.dtype)
+            out, _ = self.attn(
+                self.ln_q(queries).expand(num_images, -1, -1),
+                self.ln_k(features + positions),
+                self.ln_v(features),
+                need_weights=False,
+            )
+            return out @ self.proj
+        # Position-only keys are the same for every image and every request: projected once (see `position_keys`),
+        # then `nn.MultiheadAttention`'s computation with its own weights.
+        heads, head_dim = self.attn.num_heads, hidden // self.attn.num_heads
+        weight_q, _, weight_v = self.attn.in_proj_weight.chunk(3)
+        bias_q, _, bias_v = self.attn.in_proj_bias.chunk(3)
+
+        def split_heads(x: torch.Tensor) -> torch.Tensor:  # (..., L, hidden) -> (..., heads, L, head_dim)
+            return x.unflatten(-1, (heads, head_dim)).transpose(-3, -2)
+
+        q = split_heads(F.linear(self.ln_q(queries), weight_q, bias_q))  # (heads, k, head_dim)
+        k = split_heads(self.position_keys(side, features.dtype, features.device))  # (heads, patches, head_dim)
+        v = split_heads(F.linear(self.ln_v(features), weight_v, bias_v))  # (N, heads, patches, head_dim)
+        out = F.scaled_dot_product_attention(
+            q.expand(num_images, -1, -1, -1), k.expand(num_images, -1, -1, -1), v
+        )  # (N, heads, k, head_dim)
+        out = self.attn.out_proj(out.transpose(1, 2).flatten(2))  # (N, k, hidden)
         return out @ self.proj
+
+    def position_keys(self, side: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        """(side*side, hidden): the attention keys of position-only MQT, `ln_k(positions) W_k + b_k`.
+
+        They depend on no image, so at inference (eval mode, no autograd) they are computed once per grid size,
+        dtype and device and reused; the cache is keyed on the weights' in-place version counters too, so loading or
+        editing weights recomputes them. Training always recomputes them (gradients flow to `ln_k` and `W_k`).
+        """
+        if torch.compiler.is_compiling():  # a compiled graph computes them itself (a cache lookup would break it)
+            return self._compute_position_keys(side, dtype)
+        parameters = (self.pos_embed, self.ln_k.weight, self.ln_k.bias, self.attn.in_proj_weight, self.attn.in_proj_bias)
+        key = (side, dtype, device, tuple((p.data_ptr(), p._version) for p in parameters))
+        cached = getattr(self, "_position_keys_cache", None)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        keys = self._compute_position_keys(side, dtype)
+        if not self.training and not torch.is_grad_enabled():
+            self._position_keys_cache = (key, keys)
+        return keys
+
+    def _compute_position_keys(self, side: int, dtype: torch.dtype) -> torch.Tensor:
+        _, weight_k, _ = self.attn.in_proj_weight.chunk(3)
+        _, bias_k, _ = self.attn.in_proj_bias.chunk(3)
+        positions = resize_pos_embed(self.pos_embed, side).to(dtype)
+        return F.linear(self.ln_k(positions), weight_k.to(dtype), bias_k.to(dtype))
