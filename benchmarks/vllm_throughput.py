@@ -6,7 +6,8 @@
 The model is the speed benchmark's LLaVA shape (`bench-m3`: CLIP-L's 336 px / patch 14 grid of 576 patches, a
 narrower tower, a 6-layer Vicuna-layout LLM), random weights, fp32, with the demo's word-level tokenizer. Every
 request has one image, the same prompt, and decodes exactly `--max-tokens` tokens (EOS ignored), so each count does
-the same work apart from its visual tokens. Counts are interleaved within each engine (rounds of every count), so
+the same work apart from its visual tokens; vLLM's prefix and multimodal caches are off, so repeated rounds redo
+the work as transformers does. Counts are interleaved within each engine (rounds of every count), so
 load from other jobs hits every count alike; the two engines run one after the other (vLLM's engine process would
 compete with transformers for the cores), so their ratio is less exact than the per-count speedups.
 """
@@ -91,7 +92,10 @@ def time_vllm(folder: Path, counts, num_requests: int, max_tokens: int, rounds: 
 
     processor = AutoProcessor.from_pretrained(folder)
     images, prompt = requests(processor, num_requests)
-    llm = LLM(model=str(folder), dtype="float32", max_model_len=1024, seed=0, limit_mm_per_prompt={"image": 1})
+    # Rounds repeat the same requests: without prefix caching and the multimodal processor cache, each round
+    # does the whole work again, as transformers does (with them, later rounds reuse the first round's prefill).
+    llm = LLM(model=str(folder), dtype="float32", max_model_len=1024, seed=0, limit_mm_per_prompt={"image": 1},
+              enable_prefix_caching=False, mm_processor_cache_gb=0)
     params = SamplingParams(temperature=0, max_tokens=max_tokens, min_tokens=max_tokens, ignore_eos=True,
                             detokenize=False)
 
@@ -108,8 +112,6 @@ def time_vllm(folder: Path, counts, num_requests: int, max_tokens: int, rounds: 
     timings["mixed"] = []
     for _ in range(rounds):
         for count in counts:
-            # Distinct images per round would be fairer to caching; vLLM's processor cache is keyed on the image
-            # and the count, so a repeat reuses preprocessing: every count gets the same benefit.
             start = time.perf_counter()
             run(batch(lambda index, count=count: count))
             timings[count].append(time.perf_counter() - start)

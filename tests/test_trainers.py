@@ -40,16 +40,18 @@ def colour_batch(tmp_path, size=4):
     return collator([dataset[i] for i in range(size)])
 
 
-def test_m3_loss_is_the_mean_of_per_scale_losses_with_one_vision_pass(tmp_path):
+@pytest.mark.parametrize("pack_scales", [False, True])
+def test_m3_loss_is_the_mean_of_per_scale_losses_with_one_vision_pass(tmp_path, pack_scales):
     model = tiny_m3()
     batch = colour_batch(tmp_path)
     calls = []
     hooks = [module.register_forward_hook(lambda module, *args: calls.append(module))
              for module in (model.model.vision_tower, model.model.language_model)]
     scales = model.config.matryoshka_scales
-    output = model(**batch, multi_scale_num_visual_tokens=scales)
-    # One pass of the tower and one of the language model for every scale (its sequences packed per sample).
-    assert calls == [model.model.vision_tower, model.model.language_model]
+    output = model(**batch, multi_scale_num_visual_tokens=scales, pack_scales=pack_scales)
+    # One pass of the tower; the language model once per scale, or once for all (sequences packed per sample).
+    language_model_calls = 1 if pack_scales else len(scales)
+    assert calls == [model.model.vision_tower] + [model.model.language_model] * language_model_calls
     for hook in hooks:
         hook.remove()
     separate = torch.stack([model(**batch, num_visual_tokens=scale).loss for scale in scales])
@@ -60,7 +62,7 @@ def test_m3_loss_is_the_mean_of_per_scale_losses_with_one_vision_pass(tmp_path):
 
 
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
-def test_one_pass_multi_scale_gradients_equal_the_sum_of_separate_passes(tmp_path, attention):
+def test_packed_multi_scale_gradients_equal_the_sum_of_separate_passes(tmp_path, attention):
     """Packing the scales changes nothing a trainer sees: per-scale losses (fp32, 1e-5) and the gradients of their
     mean, with unevenly long samples in the batch."""
     model = tiny_m3()
@@ -72,7 +74,7 @@ def test_one_pass_multi_scale_gradients_equal_the_sum_of_separate_passes(tmp_pat
     assert not batch["attention_mask"].all()  # padded: the samples are of different lengths
     batch["labels"] = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
     scales = model.config.matryoshka_scales
-    output = model(**batch, multi_scale_num_visual_tokens=scales)
+    output = model(**batch, multi_scale_num_visual_tokens=scales, pack_scales=True)
     separate = torch.stack([model(**batch, num_visual_tokens=scale).loss for scale in scales])
     torch.testing.assert_close(output.loss_per_num_visual_tokens, separate, rtol=0, atol=1e-5)
     output.loss.backward()

@@ -20,6 +20,12 @@ class MatryoshkaTrainingArguments(TrainingArguments):
         default=False,
         metadata={"help": "M3 only: train one scale drawn at random per step instead of the mean over all scales."},
     )
+    pack_scales: bool = field(
+        default=False,
+        metadata={"help": "M3: run the language model once per step over all scales, each sample's scale sequences "
+                  "packed into one row, instead of once per scale (same losses; on CPU the packed step measured "
+                  "slower, see benchmarks/m3_training_step.py)."},
+    )
     stage: int | None = field(
         default=None,
         metadata={

@@ -79,10 +79,11 @@ class MatryoshkaTrainer(Trainer):
         counts = self.counts_for_step(training=model.training)
         if model.training:
             self.last_step_counts = counts
-        key = "multi_scale_num_visual_tokens" if isinstance(counts, list) else "num_visual_tokens"
-        loss, outputs = super().compute_loss(
-            model, {**inputs, key: counts}, return_outputs=True, num_items_in_batch=num_items_in_batch
-        )
+        if isinstance(counts, list):
+            inputs = {**inputs, "multi_scale_num_visual_tokens": counts, "pack_scales": self.args.pack_scales}
+        else:
+            inputs = {**inputs, "num_visual_tokens": counts}
+        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
         if model.training:
             self._record_losses(counts, loss, outputs, num_items_in_batch)
         return (loss, outputs) if return_outputs else loss

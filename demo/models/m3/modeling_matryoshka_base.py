@@ -562,6 +562,7 @@ class MatryoshkaLlavaForConditionalGenerationBase(MatryoshkaLlavaPreTrainedModel
         logits_to_keep: int | torch.Tensor = 0,
         cache=None,
         return_dict: bool | None = None,
+        pack_scales: bool = False,
         **kwargs,
     ):
         r"""
@@ -573,13 +574,20 @@ class MatryoshkaLlavaForConditionalGenerationBase(MatryoshkaLlavaPreTrainedModel
             Training with several counts at once (M3): the vision tower and projector run once, the language model
             once per count, and `loss` is the mean of the per-count losses (`loss_per_num_visual_tokens`, in the
             order given). Needs `labels`; the returned logits are those of the last count.
+        pack_scales (`bool`, *optional*, defaults to `False`):
+            With `multi_scale_num_visual_tokens`: run the language model once over all counts, each sample's count
+            sequences packed into one row (positions restart per count; transformers' packed-sequence masks keep
+            them apart), instead of once per count. The losses are the same; which is faster depends on the
+            device and attention kernel: on CPU with SDPA the packed step measured slower (its attention spans the
+            whole packed row), see `benchmarks/m3_training_step.py`.
         cache / past_key_values (`Cache`, *optional*): the KV cache, under either name.
         """
         cache = merge_cache_arguments(cache, past_key_values)
         image_inputs = self.model.pop_image_inputs(kwargs)
         if multi_scale_num_visual_tokens is not None:
             output = self._multi_scale_forward(
-                input_ids, pixel_values, attention_mask, labels, multi_scale_num_visual_tokens, image_inputs, **kwargs
+                input_ids, pixel_values, attention_mask, labels, multi_scale_num_visual_tokens, image_inputs,
+                pack_scales=pack_scales, **kwargs
             )
             return as_tuple_unless_return_dict(self, output, return_dict)
         prepared = None
@@ -650,7 +658,7 @@ class MatryoshkaLlavaForConditionalGenerationBase(MatryoshkaLlavaPreTrainedModel
         return "left" if labels is None or left_padded else "right"
 
     def _multi_scale_forward(
-        self, input_ids, pixel_values, attention_mask, labels, counts, image_inputs=None, **kwargs
+        self, input_ids, pixel_values, attention_mask, labels, counts, image_inputs=None, pack_scales=False, **kwargs
     ):
         if labels is None or input_ids is None:
             raise ValueError("multi_scale_num_visual_tokens is for training: pass input_ids and labels.")
@@ -666,9 +674,9 @@ class MatryoshkaLlavaForConditionalGenerationBase(MatryoshkaLlavaPreTrainedModel
             return MatryoshkaCausalLMOutputWithPast(
                 loss=loss, logits=logits, loss_per_num_visual_tokens=torch.stack([loss] * len(counts))
             )
-        # The vision tower and projector run once; each count's sequence is laid out, then all counts of a sample
-        # are packed into one row (positions restart per count, so attention stays within each count's sequence)
-        # and the language model runs once for every count.
+        # The vision tower and projector run once; each count's sequence is laid out, then the language model runs
+        # once per count, or once for all counts with each sample's sequences packed into one row (positions
+        # restart per count, so attention stays within each count's sequence).
         layouts = self.model.image_layouts(pixel_values, **(image_inputs or {}))
         encoded = self.model.encode_images(self.model.vision_tower_inputs(pixel_values, layouts))
         padding_side = self._expansion_padding_side(attention_mask, labels)
@@ -680,6 +688,17 @@ class MatryoshkaLlavaForConditionalGenerationBase(MatryoshkaLlavaPreTrainedModel
             )
             features = self.model.reduce_image_features(encoded, prepared.counts_per_image, layouts)
             scales.append((prepared, features))
+        if not pack_scales:
+            losses = []
+            for prepared, features in scales:
+                outputs = self.model(input_ids=prepared.input_ids, attention_mask=prepared.attention_mask,
+                                     image_features=features, prepared_images=prepared, return_dict=True, **kwargs)
+                logits = self.lm_head(outputs.last_hidden_state)
+                losses.append(self.loss_function(logits=logits, labels=prepared.labels, vocab_size=vocab_size, **kwargs))
+            loss_per_count = torch.stack(losses)
+            return MatryoshkaCausalLMOutputWithPast(
+                loss=loss_per_count.mean(), logits=logits, loss_per_num_visual_tokens=loss_per_count
+            )
         pad_token_id = self.config.text_config.pad_token_id
         packed = pack_scale_sequences(scales, self.config.image_token_id, pad_token_id if pad_token_id is not None else 0)
         outputs = self.model(
