@@ -145,21 +145,13 @@ class MatryoshkaQueryTransformer(nn.Module):
         init.normal_(self.proj, std=self.proj.shape[1] ** -0.5)
 
     def forward(self, features: torch.Tensor, num_visual_tokens: int) -> torch.Tensor:
-        """(N, side*side, hidden) visual features -> (N, num_visual_tokens, output_size)."""
+        """(N, side*side, hidden) visual features -> (N, num_visual_tokens, output_size).
+
+        `nn.MultiheadAttention`'s computation with its own weights, spelled out so that position-only keys, the same
+        for every image and request, are projected once (see `position_keys`).
+        """
         num_images, num_patches, hidden = features.shape
         side = math.isqrt(num_patches)
-        queries = self.query[:num_visual_tokens] + self.pos_embed[:num_visual_tokens].to(self.query.dtype)
-        if self.image_dependent_keys:
-            positions = resize_pos_embed(self.pos_embed, side).to(features.dtype)
-            out, _ = self.attn(
-                self.ln_q(queries).expand(num_images, -1, -1),
-                self.ln_k(features + positions),
-                self.ln_v(features),
-                need_weights=False,
-            )
-            return out @ self.proj
-        # Position-only keys are the same for every image and every request: projected once (see `position_keys`),
-        # then `nn.MultiheadAttention`'s computation with its own weights.
         heads, head_dim = self.attn.num_heads, hidden // self.attn.num_heads
         weight_q, _, weight_v = self.attn.in_proj_weight.chunk(3)
         bias_q, _, bias_v = self.attn.in_proj_bias.chunk(3)
@@ -167,14 +159,25 @@ class MatryoshkaQueryTransformer(nn.Module):
         def split_heads(x: torch.Tensor) -> torch.Tensor:  # (..., L, hidden) -> (..., heads, L, head_dim)
             return x.unflatten(-1, (heads, head_dim)).transpose(-3, -2)
 
+        queries = self.query[:num_visual_tokens] + self.pos_embed[:num_visual_tokens].to(self.query.dtype)
+        if self.image_dependent_keys:
+            positions = resize_pos_embed(self.pos_embed, side).to(features.dtype)
+            keys = self._project_keys(features + positions)  # (N, patches, hidden)
+        else:
+            keys = self.position_keys(side, features.dtype, features.device).expand(num_images, -1, -1)
         q = split_heads(F.linear(self.ln_q(queries), weight_q, bias_q))  # (heads, k, head_dim)
-        k = split_heads(self.position_keys(side, features.dtype, features.device))  # (heads, patches, head_dim)
         v = split_heads(F.linear(self.ln_v(features), weight_v, bias_v))  # (N, heads, patches, head_dim)
         out = F.scaled_dot_product_attention(
-            q.expand(num_images, -1, -1, -1), k.expand(num_images, -1, -1, -1), v
+            q.expand(num_images, -1, -1, -1), split_heads(keys), v
         )  # (N, heads, k, head_dim)
         out = self.attn.out_proj(out.transpose(1, 2).flatten(2))  # (N, k, hidden)
         return out @ self.proj
+
+    def _project_keys(self, keys: torch.Tensor) -> torch.Tensor:
+        """`ln_k(keys) W_k + b_k`: the key rows of the attention's in-projection."""
+        _, weight_k, _ = self.attn.in_proj_weight.chunk(3)
+        _, bias_k, _ = self.attn.in_proj_bias.chunk(3)
+        return F.linear(self.ln_k(keys), weight_k.to(keys.dtype), bias_k.to(keys.dtype))
 
     def position_keys(self, side: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
         """(side*side, hidden): the attention keys of position-only MQT, `ln_k(positions) W_k + b_k`.
@@ -184,19 +187,13 @@ class MatryoshkaQueryTransformer(nn.Module):
         editing weights recomputes them. Training always recomputes them (gradients flow to `ln_k` and `W_k`).
         """
         if torch.compiler.is_compiling():  # a compiled graph computes them itself (a cache lookup would break it)
-            return self._compute_position_keys(side, dtype)
+            return self._project_keys(resize_pos_embed(self.pos_embed, side).to(dtype))
         parameters = (self.pos_embed, self.ln_k.weight, self.ln_k.bias, self.attn.in_proj_weight, self.attn.in_proj_bias)
         key = (side, dtype, device, tuple((p.data_ptr(), p._version) for p in parameters))
         cached = getattr(self, "_position_keys_cache", None)
         if cached is not None and cached[0] == key:
             return cached[1]
-        keys = self._compute_position_keys(side, dtype)
+        keys = self._project_keys(resize_pos_embed(self.pos_embed, side).to(dtype))
         if not self.training and not torch.is_grad_enabled():
             self._position_keys_cache = (key, keys)
         return keys
-
-    def _compute_position_keys(self, side: int, dtype: torch.dtype) -> torch.Tensor:
-        _, weight_k, _ = self.attn.in_proj_weight.chunk(3)
-        _, bias_k, _ = self.attn.in_proj_bias.chunk(3)
-        positions = resize_pos_embed(self.pos_embed, side).to(dtype)
-        return F.linear(self.ln_k(positions), weight_k.to(dtype), bias_k.to(dtype))

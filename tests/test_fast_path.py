@@ -13,9 +13,10 @@ def reference_query_transformer(module: MatryoshkaQueryTransformer, features: to
     side = int(features.shape[1] ** 0.5)
     positions = resize_pos_embed(module.pos_embed, side).to(features.dtype)
     queries = module.query[:count] + module.pos_embed[:count]
+    keys = features + positions if module.image_dependent_keys else positions.expand(features.shape[0], -1, -1)
     out, _ = module.attn(
         module.ln_q(queries).expand(features.shape[0], -1, -1),
-        module.ln_k(positions.expand(features.shape[0], -1, -1)),
+        module.ln_k(keys),
         module.ln_v(features),
         need_weights=False,
     )
@@ -32,8 +33,10 @@ def query_transformer():
     return module
 
 
+@pytest.mark.parametrize("image_dependent_keys", [False, True])
 @pytest.mark.parametrize("count", [1, 4, 16])
-def test_query_transformer_equals_multihead_attention(query_transformer, count):
+def test_query_transformer_equals_multihead_attention(query_transformer, count, image_dependent_keys):
+    query_transformer.image_dependent_keys = image_dependent_keys
     features = torch.randn(3, 36, 32)
     with torch.no_grad():
         expected = reference_query_transformer(query_transformer, features, count)
