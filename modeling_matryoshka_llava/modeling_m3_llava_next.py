@@ -38,6 +38,42 @@ def _pairs(values, name: str, num_images: int, minimum: int) -> list[tuple[int, 
     return [(int(first), int(second)) for first, second in pairs]
 
 
+def pool_and_lay_out_crops(
+    encoded_crops: torch.Tensor,
+    counts_per_image: list[int],
+    image_layouts: list[AnyresImageLayout],
+    image_newline: torch.Tensor,
+    reduction: str = "average_pooling",
+) -> list[torch.Tensor]:
+    """(all crops, patches, hidden) projected crops in image order -> one laid-out (tokens_i, hidden) tensor per
+    image: each crop pooled to its image's count, then laid out as LLaVA-NeXT does (see `lay_out_crops`).
+    The one implementation of the layout: the model and the vLLM plugin both call it."""
+    crops = torch.split(encoded_crops, [layout.num_crops for layout in image_layouts])
+    pooled: list[torch.Tensor | None] = [None] * len(crops)
+    for count in sorted(set(counts_per_image)):  # crops of images sharing a count are pooled together
+        indices = [i for i, k in enumerate(counts_per_image) if k == count]
+        reduced = reduce_visual_tokens(torch.cat([crops[i] for i in indices]), count, reduction)
+        for i, image_crops in zip(indices, torch.split(reduced, [crops[i].shape[0] for i in indices])):
+            pooled[i] = image_crops
+    return [lay_out_crops(image_crops, layout, image_newline) for image_crops, layout in zip(pooled, image_layouts)]
+
+
+def lay_out_crops(crop_tokens: torch.Tensor, layout: AnyresImageLayout, image_newline: torch.Tensor) -> torch.Tensor:
+    """(crops, k, hidden) pooled crop tokens -> base-crop tokens, then the un-padded grid row by row + newlines."""
+    base_tokens = crop_tokens[0]
+    if layout.num_crops == 1:
+        return torch.cat([base_tokens, image_newline[None].to(base_tokens)])
+    side = math.isqrt(crop_tokens.shape[1])
+    rows, columns = layout.grid_shape
+    grid = crop_tokens[1:].view(rows, columns, side, side, -1)
+    grid = grid.permute(4, 0, 2, 1, 3).flatten(1, 2).flatten(2, 3)  # (hidden, rows * side, columns * side)
+    _, _, kept_rows, kept_columns = layout.pooled_grid_window(crop_tokens.shape[1])
+    grid = grid[:, kept_rows, kept_columns]  # un-padded to the image's aspect ratio
+    newline = image_newline[:, None, None].expand(*grid.shape[:-1], 1).to(grid.device, grid.dtype)
+    grid = torch.cat([grid, newline], dim=-1).flatten(1, 2).transpose(0, 1)  # (kept rows * (kept columns + 1), hidden)
+    return torch.cat([base_tokens, grid])
+
+
 class M3LlavaNextModel(MatryoshkaLlavaModelBase):
     config_class = M3LlavaNextConfig
     config: M3LlavaNextConfig
@@ -110,31 +146,9 @@ class M3LlavaNextModel(MatryoshkaLlavaModelBase):
         self, encoded_images: torch.Tensor, counts_per_image: list[int], image_layouts: list[AnyresImageLayout]
     ) -> list[torch.Tensor]:
         """(all crops, patches, hidden) in image order -> one laid-out (tokens_i, hidden) tensor per image."""
-        crops = torch.split(encoded_images, [layout.num_crops for layout in image_layouts])
-        pooled: list[torch.Tensor | None] = [None] * len(crops)
-        for count in sorted(set(counts_per_image)):  # crops of images sharing a count are pooled together
-            indices = [i for i, k in enumerate(counts_per_image) if k == count]
-            reduced = reduce_visual_tokens(
-                torch.cat([crops[i] for i in indices]), count, self.config.visual_token_reduction
-            )
-            for i, image_crops in zip(indices, torch.split(reduced, [crops[i].shape[0] for i in indices])):
-                pooled[i] = image_crops
-        return [self.lay_out_crops(image_crops, layout) for image_crops, layout in zip(pooled, image_layouts)]
-
-    def lay_out_crops(self, crop_tokens: torch.Tensor, layout: AnyresImageLayout) -> torch.Tensor:
-        """(crops, k, hidden) pooled crop tokens -> base-crop tokens, then the un-padded grid row by row + newlines."""
-        base_tokens = crop_tokens[0]
-        if layout.num_crops == 1:
-            return torch.cat([base_tokens, self.image_newline[None].to(base_tokens)])
-        side = math.isqrt(crop_tokens.shape[1])
-        rows, columns = layout.grid_shape
-        grid = crop_tokens[1:].view(rows, columns, side, side, -1)
-        grid = grid.permute(4, 0, 2, 1, 3).flatten(1, 2).flatten(2, 3)  # (hidden, rows * side, columns * side)
-        _, _, kept_rows, kept_columns = layout.pooled_grid_window(crop_tokens.shape[1])
-        grid = grid[:, kept_rows, kept_columns]  # un-padded to the image's aspect ratio
-        newline = self.image_newline[:, None, None].expand(*grid.shape[:-1], 1).to(grid.device, grid.dtype)
-        grid = torch.cat([grid, newline], dim=-1).flatten(1, 2).transpose(0, 1)
-        return torch.cat([base_tokens, grid])
+        return pool_and_lay_out_crops(
+            encoded_images, counts_per_image, image_layouts, self.image_newline, self.config.visual_token_reduction
+        )
 
     def num_image_tokens(self, num_visual_tokens: int, image_index: int, image_layout: AnyresImageLayout) -> int:
         return image_layout.num_tokens(num_visual_tokens)
@@ -197,4 +211,4 @@ class M3LlavaNextForConditionalGeneration(MatryoshkaLlavaForConditionalGeneratio
 
 register_llava_key_mapping(M3LlavaNextConfig.model_type, M3LlavaNextModel, "llava_next")
 
-__all__ = ["M3LlavaNextForConditionalGeneration", "M3LlavaNextModel"]
+__all__ = ["M3LlavaNextForConditionalGeneration", "M3LlavaNextModel", "lay_out_crops", "pool_and_lay_out_crops"]
