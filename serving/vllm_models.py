@@ -1,4 +1,4 @@
-"""M3-LLaVA and MQT-LLaVA on vLLM's multimodal model interface, `num_visual_tokens` per request.
+"""M3-LLaVA, MQT-LLaVA and M3-LLaVA-NeXT on vLLM's multimodal model interface, `num_visual_tokens` per request.
 
 A request picks its count through vLLM's processor options, as any model's: `mm_processor_kwargs=
 {"num_visual_tokens": 9}` (one count for every image of the request, or a list with one per image); without it the
@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import torch
 from torch import nn
-from transformers import LlavaConfig
+from transformers import LlavaConfig, LlavaNextConfig
 from vllm.model_executor.layers.activation import get_act_fn
 from vllm.model_executor.layers.linear import ColumnParallelLinear, RowParallelLinear
 from vllm.model_executor.models.clip import CLIPVisionModel
@@ -42,6 +42,8 @@ from vllm.multimodal.processing import (
     PromptUpdate,
 )
 
+from modeling_matryoshka_llava.anyres_layout import AnyresImageLayout
+from modeling_matryoshka_llava.modeling_m3_llava_next import pool_and_lay_out_crops
 from modeling_matryoshka_llava.token_reducers import MatryoshkaQueryTransformer, reduce_visual_tokens
 from modeling_matryoshka_llava.visual_token_counts import (
     default_num_visual_tokens,
@@ -57,6 +59,8 @@ UNSERVED_WEIGHTS = ["model.count_chooser."]
 
 class MatryoshkaProcessingInfo(BaseProcessingInfo):
     """What vLLM needs to know about a Matryoshka checkpoint's inputs: its counts and its HF processor."""
+
+    image_layout_fields: tuple[str, ...] = ()  # what the processor returns per image besides its pixels
 
     def get_hf_config(self) -> LlavaConfig:
         return self.ctx.get_hf_config(LlavaConfig)  # M3 and MQT configs are LLaVA configs
@@ -95,6 +99,44 @@ class MatryoshkaProcessingInfo(BaseProcessingInfo):
 
     def get_mm_max_tokens_per_item(self, seq_len: int, mm_counts: Mapping[str, int]) -> Mapping[str, int]:
         return {"image": self.largest_count}
+
+    def num_placeholders(self, image_inputs: Mapping[str, torch.Tensor]) -> int:
+        """Placeholder tokens of one processed image (its `embed_multimodal` output length): its count."""
+        return int(image_inputs[COUNT_OPTION])
+
+
+class M3NextProcessingInfo(MatryoshkaProcessingInfo):
+    """M3-LLaVA-NeXT: an image's token count follows its size and crop grid as well as its count per crop."""
+
+    image_layout_fields = ("image_sizes", "image_grid_shapes")
+
+    def get_hf_config(self) -> LlavaNextConfig:
+        return self.ctx.get_hf_config(LlavaNextConfig)
+
+    def largest_image_layout(self) -> AnyresImageLayout:
+        """The processor's pinpoint with the most tokens at the largest count: an image of that size fills its grid
+        with nothing un-padded, and every other image has at most as many tokens as the grid it is cut into."""
+        image_processor = self.get_hf_processor().image_processor
+        layouts = [AnyresImageLayout((height, width), image_processor.crop_grid((height, width)))
+                   for height, width in image_processor.image_grid_pinpoints]
+        return max(layouts, key=lambda layout: layout.num_tokens(self.largest_count))
+
+    def get_image_size_with_most_features(self) -> ImageSize:
+        height, width = self.largest_image_layout().image_size
+        return ImageSize(width=width, height=height)
+
+    def get_mm_max_tokens_per_item(self, seq_len: int, mm_counts: Mapping[str, int]) -> Mapping[str, int]:
+        return {"image": self.largest_image_layout().num_tokens(self.largest_count)}
+
+    def num_placeholders(self, image_inputs: Mapping[str, torch.Tensor]) -> int:
+        # The grid the processor really cut the image into, as the model lays it out (`anyres_layout`).
+        return image_layout(image_inputs["image_sizes"], image_inputs["image_grid_shapes"]).num_tokens(
+            int(image_inputs[COUNT_OPTION]))
+
+
+def image_layout(image_size, grid_shape) -> AnyresImageLayout:
+    """An image's (height, width) and crop (rows, columns), from the processor's tensors."""
+    return AnyresImageLayout(tuple(int(side) for side in image_size), tuple(int(side) for side in grid_shape))
 
 
 class MatryoshkaDummyInputsBuilder(BaseDummyInputsBuilder[MatryoshkaProcessingInfo]):
@@ -144,10 +186,12 @@ class MatryoshkaMultiModalProcessor(BaseMultiModalProcessor[MatryoshkaProcessing
         return processed_data
 
     def _get_mm_fields_config(self, hf_inputs, hf_processor_mm_kwargs) -> Mapping[str, MultiModalFieldConfig]:
-        return {
-            "pixel_values": MultiModalFieldConfig.batched("image"),
-            COUNT_OPTION: MultiModalFieldConfig.batched("image"),
-        }
+        # One entry per image for every field the processor returns: pixel values, and for NeXT each image's size
+        # and crop grid (its crops are zero-padded to its request's largest image; the model encodes only its own).
+        fields = {"pixel_values": MultiModalFieldConfig.batched("image")}
+        for name in (*self.info.image_layout_fields, COUNT_OPTION):
+            fields[name] = MultiModalFieldConfig.batched("image", keep_on_cpu=True)
+        return fields
 
     def _get_prompt_updates(
         self,
@@ -156,14 +200,12 @@ class MatryoshkaMultiModalProcessor(BaseMultiModalProcessor[MatryoshkaProcessing
         out_mm_kwargs: MultiModalKwargsItems,
     ) -> Sequence[PromptUpdate]:
         image_token_id = self.info.get_hf_config().image_token_index
-        counts = self.info.counts_per_image(hf_processor_mm_kwargs, mm_items.get_all_counts().get("image", 0))
-        return [
-            PromptReplacement(
-                modality="image",
-                target=[image_token_id],
-                replacement=lambda item_index: [image_token_id] * counts[item_index],
-            )
-        ]
+
+        def replacement(item_index: int) -> list[int]:
+            image_inputs = {name: field.data for name, field in out_mm_kwargs["image"][item_index].items()}
+            return [image_token_id] * self.info.num_placeholders(image_inputs)
+
+        return [PromptReplacement(modality="image", target=[image_token_id], replacement=replacement)]
 
 
 class LlavaProjector(nn.Module):
@@ -196,9 +238,11 @@ class _MatryoshkaLlavaForVllm(nn.Module, SupportsMultiModal, SupportsPP):
         orig_to_new_prefix={
             "model.language_model.": "language_model.model.",
             "model.multi_modal_projector.": "multi_modal_projector.",
+            "model.image_newline": "image_newline",  # LLaVA-NeXT's row separator
             "lm_head.": "language_model.lm_head.",
         },
     )
+    has_image_newline = False
 
     @classmethod
     def get_placeholder_str(cls, modality: str, i: int) -> str | None:
@@ -221,6 +265,8 @@ class _MatryoshkaLlavaForVllm(nn.Module, SupportsMultiModal, SupportsPP):
             self.vision_tower = CLIPVisionModel(config.vision_config, num_hidden_layers_override=num_layers,
                                                 require_post_norm=False, prefix=maybe_prefix(prefix, "vision_tower"))
             self.multi_modal_projector = self.build_projector(config, maybe_prefix(prefix, "multi_modal_projector"))
+            if self.has_image_newline:
+                self.image_newline = nn.Parameter(torch.empty(config.text_config.hidden_size))
         with self._mark_language_model(vllm_config):
             self.language_model = init_vllm_registered_model(vllm_config=vllm_config, hf_config=config.text_config,
                                                              prefix=maybe_prefix(prefix, "language_model"))
@@ -286,3 +332,28 @@ class MQTLlavaForVllm(_MatryoshkaLlavaForVllm):
         # Queries do not interact: one pass with the largest count serves every image's first k outputs.
         tokens = self.multi_modal_projector(features, max(counts))  # (N, max count, text width)
         return [image_tokens[:count] for image_tokens, count in zip(tokens, counts)]
+
+
+@MULTIMODAL_REGISTRY.register_processor(
+    MatryoshkaMultiModalProcessor, info=M3NextProcessingInfo, dummy_inputs=MatryoshkaDummyInputsBuilder
+)
+class M3LlavaNextForVllm(_MatryoshkaLlavaForVllm):
+    """M3-LLaVA-NeXT: every crop's projected grid pooled to the image's count, then laid out as LLaVA-NeXT does
+    (base crop, un-padded grid rows, one `image_newline` per row) by the bundle's own `pool_and_lay_out_crops`."""
+
+    has_image_newline = True
+
+    def embed_multimodal(self, **kwargs: object):
+        pixel_values = kwargs.get("pixel_values")  # per image (crops, 3, side, side), or all stacked when equal
+        if pixel_values is None:
+            return []
+        layouts = [image_layout(size, grid) for size, grid in zip(kwargs["image_sizes"], kwargs["image_grid_shapes"])]
+        counts = [int(count) for count in kwargs[COUNT_OPTION]]
+        # An image's crops are zero-padded to its request's largest image: only its own are encoded.
+        crops = torch.cat([image_crops[: layout.num_crops] for image_crops, layout in zip(pixel_values, layouts)])
+        features = self.vision_tower(  # (all crops, patches, vision width)
+            crops, feature_select_strategy=self.config.vision_feature_select_strategy
+        )
+        projected = self.multi_modal_projector(features)  # (all crops, patches, text width)
+        reduction = self.config.visual_token_reduction
+        return pool_and_lay_out_crops(projected, counts, layouts, self.image_newline, reduction)

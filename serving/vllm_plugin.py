@@ -1,5 +1,5 @@
-"""vLLM plugin (entry point group `vllm.general_plugins`): registers the M3 and MQT architectures, so that
-`vllm serve FOLDER` and `LLM(FOLDER)` serve the folders this package writes, with no extra files.
+"""vLLM plugin (entry point group `vllm.general_plugins`): registers the M3, MQT and M3-LLaVA-NeXT architectures,
+so that `vllm serve FOLDER` and `LLM(FOLDER)` serve the folders this package writes, with no extra files.
 
 The model classes are registered by name ("module:Class"): vLLM imports them only where it builds a model, never
 while loading plugins. The configs and processors are registered with transformers' Auto classes (importing the
@@ -10,6 +10,7 @@ bundle), so no `--trust-remote-code` is needed either.
 ARCHITECTURES = {
     "M3LlavaForConditionalGeneration": "M3LlavaForVllm",
     "MQTLlavaForConditionalGeneration": "MQTLlavaForVllm",
+    "M3LlavaNextForConditionalGeneration": "M3LlavaNextForVllm",
 }
 
 

