@@ -55,6 +55,9 @@ from modeling_matryoshka_llava.visual_token_counts import (
 COUNT_OPTION = "num_visual_tokens"  # the `mm_processor_kwargs` key, as in `generate(num_visual_tokens=...)`
 # Weights of the checkpoint that serving does not use: `num_visual_tokens="auto"`'s chooser (see `counts_per_image`).
 UNSERVED_WEIGHTS = ["model.count_chooser."]
+# Processor options that decide how many tokens an image may take: vLLM profiles memory for the most an image can
+# take with the folder's processor, so a request must not raise it (longer anyres grids).
+FIXED_AT_STARTUP = ["image_grid_pinpoints"]
 
 
 class MatryoshkaProcessingInfo(BaseProcessingInfo):
@@ -157,6 +160,10 @@ class MatryoshkaMultiModalProcessor(BaseMultiModalProcessor[MatryoshkaProcessing
     def apply(self, inputs, timing_ctx):
         # An invalid count is the request's error: name the valid values before any image is processed.
         self.info.counts_per_image(inputs.hf_processor_mm_kwargs, inputs.mm_data_items.get_all_counts().get("image", 0))
+        for option in FIXED_AT_STARTUP:
+            if option in inputs.hf_processor_mm_kwargs:
+                raise ValueError(f"{option} cannot be set per request when serving with vLLM: the server reserves "
+                                 "memory for the folder's own; set it in the folder's processor_config.json.")
         return super().apply(inputs, timing_ctx)
 
     def get_dummy_inputs(self, seq_len, mm_counts, mm_options):

@@ -82,19 +82,20 @@ def test_offline_answers_equal_transformers_alone_and_in_mixed_count_batches(nam
     for index, row in enumerate(scenes):
         count = counts[index % len(counts)]
         requests.append({"prompt": chat_prompt(processor, row["question"]), "images": [row["image"]],
-                         "num_visual_tokens": count})
+                         "mm_processor_kwargs": {"num_visual_tokens": count}})
         expected.append(transformers_ids(model, processor, Image.open(row["image"]).convert("RGB"), row["question"], count))
     # The same image at two counts: the second must not get the first one's cached features.
-    requests.append({**requests[0], "num_visual_tokens": counts[-1]})
+    requests.append({**requests[0], "mm_processor_kwargs": {"num_visual_tokens": counts[-1]}})
     expected.append(transformers_ids(model, processor, Image.open(scenes[0]["image"]).convert("RGB"),
                                      scenes[0]["question"], counts[-1]))
     answers = vllm_answers(DEMO / name, requests, tmp_path, max_model_len=512)
     assert_answers_equal(answers, expected, requests)
 
 
-def vllm_answers(folder: Path, requests: list[dict], tmp_path: Path, max_model_len: int) -> dict:
-    """`vllm.LLM`'s greedy tokens for each request alone, then for all of them in one batch (see CHECK_SCRIPT)."""
-    (tmp_path / "requests.json").write_text(json.dumps(requests))
+def vllm_answers(folder: Path, requests: list[dict], tmp_path: Path, max_model_len: int, invalid=()) -> dict:
+    """`vllm.LLM`'s greedy tokens for each request alone, then for all of them in one batch, and the errors of the
+    `invalid` requests (see CHECK_SCRIPT)."""
+    (tmp_path / "requests.json").write_text(json.dumps({"requests": requests, "invalid": list(invalid)}))
     result = subprocess.run([sys.executable, str(CHECK_SCRIPT), str(folder), str(tmp_path / "requests.json"),
                              str(tmp_path / "answers.json"), str(MAX_TOKENS), str(max_model_len)],
                             capture_output=True, text=True, timeout=600, env=ENV, cwd=tmp_path)
@@ -145,10 +146,10 @@ def test_m3_next_offline_answers_and_prompt_lengths_equal_transformers(scenes, t
         content += [{"type": "image"}, {"type": "text", "text": row["question"]}]
         prompt = processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True)
         expect(prompt, image_counts, images=images)
-        requests.append({"prompt": prompt, "images": paths,
-                         "num_visual_tokens": image_counts if num_images > 1 else image_counts[0]})
+        count = image_counts if num_images > 1 else image_counts[0]  # a list: one count per image
+        requests.append({"prompt": prompt, "images": paths, "mm_processor_kwargs": {"num_visual_tokens": count}})
     # The same image at another count: its cached features must not be served.
-    requests.append({**requests[0], "num_visual_tokens": counts[-1]})
+    requests.append({**requests[0], "mm_processor_kwargs": {"num_visual_tokens": counts[-1]}})
     first_images = [Image.open(path).convert("RGB") for path in requests[0]["images"]]
     expect(requests[0]["prompt"], counts[-1], images=first_images)
     # A video: the processor serves it as the collage of its frames, which is what a vLLM request sends as its image.
@@ -159,11 +160,18 @@ def test_m3_next_offline_answers_and_prompt_lengths_equal_transformers(scenes, t
     expect(video_prompt, counts[1], videos=[frames])
     video_to_collage(frames).save(tmp_path / "collage.png")
     requests.append({"prompt": video_prompt.replace(processor.video_token, processor.image_token),
-                     "images": [str(tmp_path / "collage.png")], "num_visual_tokens": counts[1]})
+                     "images": [str(tmp_path / "collage.png")],
+                     "mm_processor_kwargs": {"num_visual_tokens": counts[1]}})
+    # Refused, naming the problem: a count that is not a scale, and longer grids than the server reserved memory for.
+    invalid = [{**requests[0], "mm_processor_kwargs": {"num_visual_tokens": 4}},
+               {**requests[0], "mm_processor_kwargs": {"image_grid_pinpoints": [[432, 432]]}}]
 
-    answers = vllm_answers(folder, requests, tmp_path, max_model_len=1024)
+    answers = vllm_answers(folder, requests, tmp_path, max_model_len=1024, invalid=invalid)
     assert answers["prompt_lengths"] == prompt_lengths  # exactly the tokens the model lays out per image
     assert_answers_equal(answers, expected, requests)
+    assert "num_visual_tokens=4 is not valid" in answers["errors"][0], answers["errors"]
+    assert ", ".join(map(str, counts)) in answers["errors"][0]
+    assert "image_grid_pinpoints cannot be set per request" in answers["errors"][1], answers["errors"]
 
 
 def free_port() -> int:
