@@ -9,7 +9,7 @@ from .modeling_matryoshka_base import (
     register_llava_key_mapping,
 )
 from .multimodal_projector import MatryoshkaMultiModalProjector
-from .token_reducers import reduce_visual_tokens
+from .token_reducers import reduce_per_count
 
 
 class M3LlavaModel(MatryoshkaLlavaModelBase):
@@ -26,13 +26,7 @@ class M3LlavaModel(MatryoshkaLlavaModelBase):
     def reduce_image_features(
         self, encoded_images: torch.Tensor, counts_per_image: list[int], image_layouts=None
     ) -> list[torch.Tensor]:
-        reduced: list[torch.Tensor | None] = [None] * len(counts_per_image)
-        for count in sorted(set(counts_per_image)):  # images sharing a count are pooled together
-            indices = [i for i, k in enumerate(counts_per_image) if k == count]
-            pooled = reduce_visual_tokens(encoded_images[indices], count, self.config.visual_token_reduction)
-            for i, tokens in zip(indices, pooled):
-                reduced[i] = tokens
-        return reduced
+        return reduce_per_count(encoded_images, counts_per_image, self.config.visual_token_reduction)
 
 
 class M3LlavaForConditionalGeneration(MatryoshkaLlavaForConditionalGenerationBase):

@@ -22,7 +22,7 @@ from .modeling_matryoshka_base import (
     register_llava_key_mapping,
 )
 from .multimodal_projector import MatryoshkaMultiModalProjector
-from .token_reducers import reduce_visual_tokens
+from .token_reducers import reduce_per_count
 from .transformers_imports import AutoModel
 from .transformers_imports import initialization as init
 
@@ -48,14 +48,13 @@ def pool_and_lay_out_crops(
     """(all crops, patches, hidden) projected crops in image order -> one laid-out (tokens_i, hidden) tensor per
     image: each crop pooled to its image's count, then laid out as LLaVA-NeXT does (see `lay_out_crops`).
     The one implementation of the layout: the model and the vLLM plugin both call it."""
-    crops = torch.split(encoded_crops, [layout.num_crops for layout in image_layouts])
-    pooled: list[torch.Tensor | None] = [None] * len(crops)
-    for count in sorted(set(counts_per_image)):  # crops of images sharing a count are pooled together
-        indices = [i for i, k in enumerate(counts_per_image) if k == count]
-        reduced = reduce_visual_tokens(torch.cat([crops[i] for i in indices]), count, reduction)
-        for i, image_crops in zip(indices, torch.split(reduced, [crops[i].shape[0] for i in indices])):
-            pooled[i] = image_crops
-    return [lay_out_crops(image_crops, layout, image_newline) for image_crops, layout in zip(pooled, image_layouts)]
+    crop_counts = [count for count, layout in zip(counts_per_image, image_layouts) for _ in range(layout.num_crops)]
+    pooled = reduce_per_count(encoded_crops, crop_counts, reduction)  # per crop (k_i, hidden)
+    laid_out, start = [], 0
+    for layout in image_layouts:
+        laid_out.append(lay_out_crops(torch.stack(pooled[start : start + layout.num_crops]), layout, image_newline))
+        start += layout.num_crops
+    return laid_out
 
 
 def lay_out_crops(crop_tokens: torch.Tensor, layout: AnyresImageLayout, image_newline: torch.Tensor) -> torch.Tensor:

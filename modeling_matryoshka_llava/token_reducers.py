@@ -51,6 +51,17 @@ def reduce_visual_tokens(features: torch.Tensor, num_visual_tokens: int, method:
     return reduced.flatten(2).transpose(1, 2)
 
 
+def reduce_per_count(features: torch.Tensor, counts: list[int], method: str = "average_pooling") -> list[torch.Tensor]:
+    """(N, side*side, C) grids, each with its own count -> N tensors of (count_i, C): grids sharing a count are
+    reduced in one call."""
+    reduced: list[torch.Tensor | None] = [None] * len(counts)
+    for count in sorted(set(counts)):
+        indices = [i for i, k in enumerate(counts) if k == count]
+        for i, tokens in zip(indices, reduce_visual_tokens(features[indices], count, method)):
+            reduced[i] = tokens
+    return reduced
+
+
 def get_2d_sincos_pos_embed(embed_dim: int, grid_size: int) -> torch.Tensor:
     """MAE's fixed 2D sin-cos position embedding, (grid_size**2, embed_dim) for row-major cells.
 

@@ -44,7 +44,7 @@ from vllm.multimodal.processing import (
 
 from modeling_matryoshka_llava.anyres_layout import AnyresImageLayout
 from modeling_matryoshka_llava.modeling_m3_llava_next import pool_and_lay_out_crops
-from modeling_matryoshka_llava.token_reducers import MatryoshkaQueryTransformer, reduce_visual_tokens
+from modeling_matryoshka_llava.token_reducers import MatryoshkaQueryTransformer, reduce_per_count
 from modeling_matryoshka_llava.visual_token_counts import (
     default_num_visual_tokens,
     describe_valid,
@@ -316,13 +316,7 @@ class M3LlavaForVllm(_MatryoshkaLlavaForVllm):
 
     def reduce_image_features(self, features: torch.Tensor, counts: list[int]) -> list[torch.Tensor]:
         projected = self.multi_modal_projector(features)  # (N, patches, text width): shared by every count
-        reduced: list[torch.Tensor | None] = [None] * len(counts)
-        for count in sorted(set(counts)):  # images sharing a count are pooled together
-            indices = [i for i, k in enumerate(counts) if k == count]
-            pooled = reduce_visual_tokens(projected[indices], count, self.config.visual_token_reduction)
-            for i, tokens in zip(indices, pooled):
-                reduced[i] = tokens
-        return reduced
+        return reduce_per_count(projected, counts, self.config.visual_token_reduction)
 
 
 @MULTIMODAL_REGISTRY.register_processor(
