@@ -79,7 +79,7 @@ def write_training_arguments_as_json(training_args, output_dir: str) -> None:
 
 
 def run(args) -> int:
-    from .run import build_trainer
+    from .run import build_trainer, end_training
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     command, training_args = split_options(args)
@@ -93,8 +93,7 @@ def run(args) -> int:
         if trainer.is_world_process_zero():
             write_training_arguments_as_json(training_args, training_args.output_dir)
     finally:
-        # Leave the process group before exit: an open gloo group can abort the process after the work is done.
-        trainer.accelerator.end_training()
+        end_training(trainer)
     if trainer.skipped_records:
         print(f"Skipped records: {dict(trainer.skipped_records)}")
     print(f"Saved the trained model and processor to {training_args.output_dir}")

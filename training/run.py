@@ -112,3 +112,20 @@ def build_trainer(
     )
     trainer.skipped_records.update(train.skipped)
     return trainer
+
+
+def release_data_parallel_wrapper(trainer) -> None:
+    """Drop the trainer's data-parallel wrapper (and the accelerator's prepared objects) and collect it now.
+
+    DDP's reducer holds the process group: when it is freed only after the group has been destroyed, the gloo
+    group's destructor runs from the garbage collector and can deadlock there (seen under torchrun on CPU). Freed
+    first, the group is destroyed where torch expects it, by `destroy_process_group`."""
+    trainer.model_wrapped = trainer.model
+    trainer.accelerator.free_memory()  # clears its prepared models, optimizers, dataloaders; collects garbage
+
+
+def end_training(trainer) -> None:
+    """After `trainer.train()`: release the data-parallel wrapper, then leave the process group, so that no gloo
+    thread is left to abort the process at interpreter exit."""
+    release_data_parallel_wrapper(trainer)
+    trainer.accelerator.end_training()

@@ -17,7 +17,7 @@ import torch
 from tiny_models import tiny_m3, tiny_mqt, tiny_processor
 
 from matryoshka_llava.training.arguments import MatryoshkaTrainingArguments
-from matryoshka_llava.training.run import build_trainer
+from matryoshka_llava.training.run import build_trainer, release_data_parallel_wrapper
 
 
 def train(data_dir: str, out_dir: str, method: str, per_device_batch: int, steps: int) -> None:
@@ -47,14 +47,15 @@ def train(data_dir: str, out_dir: str, method: str, per_device_batch: int, steps
         json.dump({"counts": counts, "world_size": trainer.args.world_size}, handle)
     if rank == 0:
         torch.save({k: v.detach().clone() for k, v in trainer.model.state_dict().items()}, os.path.join(out_dir, "weights.pt"))
+    release_data_parallel_wrapper(trainer)  # the next method trains in the same process group
 
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
     for method, steps in (("m3", 1), ("mqt", 3)):
         train(sys.argv[1], sys.argv[2], method, int(sys.argv[3]), steps)
-    # As `matryoshka-llava train` does: leave the gloo group and free the trainers while the interpreter is alive
-    # (a gloo thread woken during interpreter shutdown aborts the process).
+    # As `matryoshka-llava train` does (`end_training`): the wrappers are gone, now leave the gloo group while the
+    # interpreter is alive (a gloo thread woken during interpreter shutdown aborts the process).
     if torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
     gc.collect()
